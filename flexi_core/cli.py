@@ -1,0 +1,237 @@
+"""`python -m flexi_core …`: the command line that the app, the benchmarks and the checks rely on."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, never as a traceback."""
+
+
+def cmd_train(args):
+    import torch
+    from . import registry, train
+    torch.set_num_threads(args.threads)
+    run_dir = Path(args.run_dir or f"runs/{args.model}")
+    if args.model == "vae":
+        train.train_vae(run_dir, steps=args.steps, batch_size=args.batch_size)
+        if args.export:
+            print("latent scale", train.export_vae(run_dir, registry.ASSETS / "vae"))
+        return
+    if args.model == "judge":
+        from . import judge
+        judge.train_judge(run_dir, steps=args.steps, batch_size=args.batch_size, video=False)
+        if args.export:
+            judge.export_judge(run_dir, registry.ASSETS / "judge.safetensors")
+        return
+    from .loading import load_embedded_vae
+    spec = registry.get_spec(args.model)
+    if not spec.embedded:
+        raise UserError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
+    vae = load_embedded_vae()
+    model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr)
+    if args.export:
+        train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
+
+
+def parse_patch(text: str, video: bool) -> tuple:
+    """'4' -> (1, 4, 4); '2x2x2' -> (2, 2, 2)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise UserError(f"patch size {text!r} is not a number or TxHxW") from None
+    if len(parts) == 1:
+        return (1, parts[0], parts[0])
+    if len(parts) == 3 and video:
+        return tuple(parts)
+    raise UserError(f"patch size {text!r}: use P (images) or TxHxW (video)")
+
+
+def cmd_flops(args):
+    from . import flops, registry
+    spec = registry.get_spec(args.model)
+    patch = parse_patch(args.patch_size, spec.modality == "video") if args.patch_size else spec.native_patch
+    value = flops.spec_flops(spec, patch, batch=1)
+    print(f"model {spec.name} ({spec.family}), latent {spec.latent_shape}, patch {'x'.join(map(str, patch))}, "
+          f"batch 1, one forward; GFLOPs (multiply-add = 2):")
+    print(f"{value / 1e9:.4f}")
+
+
+def _load(args):
+    from .loading import load_model
+    device = args.device
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_model(args.model, args.variant, weights_dir=args.weights_dir,
+                      flexify_file=Path(args.flexify_weights) if args.flexify_weights else None,
+                      merged=args.merged, allow_download=args.allow_download, device=device)
+
+
+def _save_pixels(pixels, path: Path) -> str:
+    import imageio.v3 as iio
+    if pixels.ndim == 4:
+        path = path.with_suffix(".mp4")
+        iio.imwrite(path, pixels, fps=4, codec="libx264", macro_block_size=1)
+    else:
+        path = path.with_suffix(".png")
+        iio.imwrite(path, pixels)
+    return str(path)
+
+
+def cmd_generate(args):
+    import json
+    from tqdm import tqdm
+    from .generate import generate
+    from .schedule import Schedule
+    model = _load(args)
+    steps = args.steps or model.spec.steps
+    schedule = None
+    if args.schedule:
+        try:
+            schedule = Schedule.parse(args.schedule, steps, args.weak_mode or next(iter(model.flexible.weak_modes)))
+        except ValueError as e:
+            raise UserError(f"--schedule {args.schedule!r}: {e}") from None
+    if not model.flexify_trained:
+        print(f"note: no flexify weights for {model.spec.name} ({model.variant}); the weak patch size runs its "
+              f"untrained PI-resize initialisation", file=sys.stderr)
+    with tqdm(total=100, desc="sampling", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+        def progress(fraction, text):
+            bar.n = round(100 * fraction)
+            bar.set_postfix_str(text)
+        result = generate(model, class_label=args.class_label, prompt=args.prompt, budget=args.budget, steps=steps,
+                          seed=args.seed, guidance=args.cfg, sampler=args.sampler, weak_mode=args.weak_mode,
+                          schedule=schedule, compare=args.compare, progress=progress)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{model.spec.name}-seed{args.seed}"
+    files = {"flexible": _save_pixels(result.flexible.pixels, out / f"{stem}-flexible")}
+    if result.static is not None:
+        files["static"] = _save_pixels(result.static.pixels, out / f"{stem}-static")
+    flex, static = result.flexible, result.static
+    report = {
+        "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
+        "condition": result.condition_text, "seed": args.seed, "steps": steps,
+        "guidance": model.spec.guidance if args.cfg is None else args.cfg, "sampler": args.sampler,
+        "budget": args.budget, "schedule_label": flex.schedule.label, "weak_steps": flex.schedule.weak_steps,
+        "schedule": [list(r.cond_patch) for r in flex.records],
+        "schedule_uncond": [list(r.uncond_patch) if r.uncond_patch else None for r in flex.records],
+        "flops_per_step": [r.flops for r in flex.records],
+        "flops_flexible": flex.flops, "flops_static": static.flops if static else None,
+        "flops_ratio": result.flops_ratio,
+        "seconds_flexible": flex.seconds, "seconds_static": static.seconds if static else None,
+        "files": files, "device": model.device_name, "agreement": result.agreement,
+        "flexify_trained": model.flexify_trained,
+    }
+    summary = f"flexible: {flex.flops / 1e9:.3f} GFLOPs, {flex.seconds:.2f} s ({flex.schedule.weak_steps} weak steps)"
+    if static:
+        summary += (f"; static: {static.flops / 1e9:.3f} GFLOPs, {static.seconds:.2f} s; FLOPs ratio "
+                    f"{result.flops_ratio:.3f}; PSNR {report['agreement']['psnr']:.1f} dB, "
+                    f"SSIM {report['agreement']['ssim']:.3f}")
+    print(summary)
+    print("files:", ", ".join(files.values()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+
+
+def cmd_flexify(args):
+    import json
+    import torch
+    from . import train
+    from .flexible import FlexibleTransformer
+    from .loading import load_model
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, args.variant, weights_dir=args.weights_dir, allow_download=args.allow_download)
+    spec = model.spec
+    if args.restart or not model.flexify_trained:  # start from the PI-resize initialisation
+        rank = args.lora_rank or model.flexible.lora_rank
+        model.flexible = FlexibleTransformer(model.flexible.base, spec.weak_patches, args.variant, rank)
+    draw, null = train.condition_sampler(model, args.prompts)
+    data_batch = train.procedural_xt(model, args.batch_size) if args.source == "data" else None
+    if args.source == "data" and not spec.embedded:
+        raise UserError("--source data needs the procedural dataset: embedded models only")
+    run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
+    info = train.flexify(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
+                         model.scheduler_config, args.source, data_batch, args.lr)
+    from .registry import ASSETS
+    out = Path(args.out) if args.out else ASSETS / spec.name / f"flexify-{args.variant}.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.flexible.save_flexify(out)
+    print(json.dumps({**info, "file": str(out)}))
+
+
+def _add_model_args(p, generation: bool = True):
+    p.add_argument("--model", required=True, help="shapes, shapes-text, shapes-video, dit-xl-2-256, "
+                                                  "pixart-alpha-256, cogvideox-2b")
+    p.add_argument("--variant", default="lora", choices=["lora", "shared"])
+    p.add_argument("--weights-dir", help="local folder of a public checkpoint (default: the Hugging Face cache)")
+    p.add_argument("--allow-download", action="store_true", help="let from_pretrained download public weights")
+    if generation:
+        p.add_argument("--flexify-weights", help="flexify .safetensors (default: the shipped one, if any)")
+        p.add_argument("--merged", action="store_true", help="merge LoRA adapters into per-patch copies")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flexi_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an embedded model (vae, judge, shapes, shapes-text, shapes-video)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--steps", type=int, default=8000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--run-dir", help="checkpoint folder (default runs/MODEL); training resumes from it")
+    p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="sample with a compute budget (and the static baseline with --compare)")
+    _add_model_args(p)
+    p.add_argument("--class-label", help="class name or index (class-conditioned models)")
+    p.add_argument("--prompt", help="text prompt (text-conditioned models)")
+    p.add_argument("--budget", type=float, default=0.5, help="fraction of the static FLOPs, in (0, 1]")
+    p.add_argument("--schedule", help="explicit 'x/y': native model for the last x conditional / y unconditional "
+                                      "steps (overrides --budget)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's; <= 1: off)")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm"])
+    p.add_argument("--weak-mode", help="video: temporal or spatial (default: the first)")
+    p.add_argument("--compare", action="store_true", help="also sample the static model from the same seed")
+    p.add_argument("--out-dir", default="outputs")
+    p.add_argument("--json", help="write a JSON report here")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("flops", help="GFLOPs of one forward at batch 1 (no weights needed)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--patch-size", help="P or TxHxW (default: native)")
+    p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("flexify", help="distil the native model into its weak patch sizes")
+    _add_model_args(p, generation=False)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lora-rank", type=int, help="LoRA rank (default 8 for embedded models, 32 for public ones)")
+    p.add_argument("--source", default="self", choices=["self", "data"],
+                   help="x_t from the teacher's own trajectories (data-free) or from the procedural dataset")
+    p.add_argument("--prompts", help="text file, one prompt per line (text models without procedural captions)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--restart", action="store_true", help="start from the PI-resize init, not shipped weights")
+    p.add_argument("--run-dir")
+    p.add_argument("--out", help="output .safetensors (default assets/MODEL/flexify-VARIANT.safetensors)")
+    p.set_defaults(func=cmd_flexify)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (UserError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,165 @@
+"""Loading weights: embedded models from assets/ and public checkpoints with diffusers `from_pretrained`.
+
+Everything goes through safetensors. A missing file becomes a FileNotFoundError whose message says what is missing
+and how to get it, so the CLI and the app can show it as one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .flexible import NATIVE, FlexibleTransformer
+from .flops import forward_flops
+from .registry import ASSETS, ModelSpec, get_spec, transformer_class
+
+VARIANTS = ("lora", "shared")
+
+
+def _require(path: Path, what: str, how: str):
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}; {how}")
+
+
+def load_embedded_vae(assets: Path = ASSETS):
+    from diffusers import AutoencoderKL
+    folder = assets / "vae"
+    _require(folder / "diffusion_pytorch_model.safetensors", "the embedded autoencoder",
+             "restore assets/ from git or run `python -m flexi_core train --model vae --export`")
+    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=True).eval()
+
+
+@dataclass
+class LoadedModel:
+    """Everything sampling needs: the flexible denoiser, the autoencoder, the text encoder and their settings."""
+    spec: ModelSpec
+    flexible: FlexibleTransformer
+    vae: object
+    text_encoder: object | None  # callable: list[str] -> (hidden, mask)
+    scheduler_config: dict
+    flexify_trained: bool  # False: weak layers are the untrained PI-resize initialisation
+    latent_scale: float
+
+    device: str = "cpu"
+
+    def to(self, device: str) -> "LoadedModel":
+        for module in (self.flexible, self.vae, getattr(self.text_encoder, "model", None)):
+            if module is not None:
+                module.to(device)
+        for family in self.flexible._merged.values():
+            family.model.to(device)
+        self.device = device
+        return self
+
+    @property
+    def device_name(self) -> str:
+        if self.device.startswith("cuda"):
+            import torch
+            return torch.cuda.get_device_name(torch.device(self.device))
+        import platform
+        return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+    @property
+    def variant(self) -> str:
+        return self.flexible.variant
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.flexible.patches)
+
+    def flops_of(self, batch: int = 1) -> dict[str, int]:
+        """FLOPs of one forward per mode, for this model's actual config (unmerged LoRA adds its own)."""
+        base = self.flexible.base
+        config = dict(base.config)
+        unmerged_rank = self.flexible.lora_rank if self.variant == "lora" and not self.flexible.merged else 0
+        return {mode: forward_flops(self.spec.family, config, self.spec.latent_shape, patch, batch,
+                                    self.spec.text_tokens, 0 if mode == NATIVE else unmerged_rank)
+                for mode, patch in self.flexible.patches.items()}
+
+
+def _flexible(base, spec: ModelSpec, variant: str, flexify_file: Path | None, lora_rank: int):
+    if flexify_file is not None and flexify_file.exists():
+        model = FlexibleTransformer.from_flexify_file(base, flexify_file)
+        if model.variant != variant:
+            raise ValueError(f"{flexify_file} holds the {model.variant} variant, not {variant}")
+        return model, True
+    return FlexibleTransformer(base, spec.weak_patches, variant, lora_rank), False
+
+
+def load_model(name: str, variant: str = "lora", assets: Path = ASSETS, weights_dir: str | None = None,
+               flexify_file: Path | None = None, merged: bool = False, allow_download: bool = False,
+               device: str = "cpu") -> LoadedModel:
+    spec = get_spec(name)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+    if spec.embedded:
+        model = _load_embedded(spec, variant, assets, flexify_file)
+    else:
+        model = _load_public(spec, variant, weights_dir, flexify_file, allow_download)
+    if merged:
+        model.flexible.merge_adapters()
+    model.flexible.eval()
+    return model.to(device)
+
+
+def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None) -> LoadedModel:
+    folder = assets / spec.name
+    _require(folder / "transformer" / "diffusion_pytorch_model.safetensors", f"weights of {spec.name}",
+             f"restore assets/ from git or run `python -m flexi_core train --model {spec.name} --export`")
+    try:
+        base = transformer_class(spec).from_pretrained(folder / "transformer", torch_dtype=torch.float32,
+                                                       use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"weights of {spec.name} in {folder / 'transformer'} are damaged or do not fit: "
+                         f"{str(e).splitlines()[0][:200]}") from e
+    flexible, trained = _flexible(base, spec, variant, flexify_file or folder / f"flexify-{variant}.safetensors",
+                                  lora_rank=8)
+    vae = load_embedded_vae(assets)
+    text = None
+    if spec.conditioning == "text":
+        from .text import load_minilm
+        text = load_minilm()
+    return LoadedModel(spec, flexible, vae, text, spec.scheduler, trained, vae.config.scaling_factor)
+
+
+class T5Prompts:
+    """T5 token embeddings of a prompt, as PixArt and CogVideoX pipelines compute them."""
+
+    def __init__(self, source: str, max_tokens: int, local_only: bool):
+        from transformers import AutoTokenizer, T5EncoderModel
+        self.tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_only)
+        self.model = T5EncoderModel.from_pretrained(source, subfolder="text_encoder", local_files_only=local_only,
+                                                    use_safetensors=True).eval()
+        self.max_tokens = max_tokens
+
+    @torch.no_grad()
+    def __call__(self, prompts):
+        t = self.tokenizer(prompts, padding="max_length", max_length=self.max_tokens, truncation=True,
+                           return_tensors="pt")
+        return self.model(t.input_ids, attention_mask=t.attention_mask)[0], t.attention_mask
+
+
+def _load_public(spec: ModelSpec, variant: str, weights_dir: str | None, flexify_file: Path | None,
+                 allow_download: bool) -> LoadedModel:
+    from diffusers import AutoencoderKL, AutoencoderKLCogVideoX
+    source = weights_dir or spec.repo
+    local_only = not allow_download
+    try:
+        base = transformer_class(spec).from_pretrained(source, subfolder="transformer", local_files_only=local_only,
+                                                       torch_dtype=torch.float32)
+        vae_cls = AutoencoderKLCogVideoX if spec.family == "cogvideox" else AutoencoderKL
+        vae = vae_cls.from_pretrained(source, subfolder="vae", local_files_only=local_only).eval()
+        text = T5Prompts(source, spec.text_tokens, local_only) if spec.conditioning == "text" else None
+        from diffusers import DDIMScheduler
+        scheduler_config = dict(DDIMScheduler.load_config(source, subfolder="scheduler",
+                                                          local_files_only=local_only))
+    except (OSError, ValueError) as e:
+        parts = "transformer/, vae/" + (", text_encoder/, tokenizer/" if spec.conditioning == "text" else "")
+        raise FileNotFoundError(
+            f"weights of {spec.name} are not available offline ({parts} of {spec.repo}). Put them in the Hugging "
+            f"Face cache (`huggingface-cli download {spec.repo}` on a machine with internet) or pass a local "
+            f"folder with --weights-dir; --allow-download fetches them when a network is there. "
+            f"[{type(e).__name__}]") from None
+    flexible, trained = _flexible(base, spec, variant, Path(flexify_file) if flexify_file else None, lora_rank=32)
+    return LoadedModel(spec, flexible, vae, text, scheduler_config, trained, vae.config.scaling_factor)

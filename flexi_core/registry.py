@@ -1,0 +1,104 @@
+"""Named models: the embedded defaults shipped in assets/ and the large public checkpoints.
+
+A spec says which diffusers class and config a model has, how it is conditioned, its latent shape, its weak patch
+sizes and its sampling defaults, so that `flops` needs no weights and `load_model` knows which files to look for.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import data
+from .families import Patch
+
+# shipped weights; FLEXIDIT_ASSETS points elsewhere (tests use tiny random-weight models)
+ASSETS = Path(os.environ.get("FLEXIDIT_ASSETS", Path(__file__).resolve().parent.parent / "assets"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str  # "dit" | "pixart" | "cogvideox"
+    conditioning: str  # "class" | "text"
+    config: dict  # the transformer's diffusers config
+    latent_shape: tuple  # one sample, in the model's own layout
+    weak_patches: dict  # mode name -> Patch
+    steps: int = 50
+    guidance: float = 4.0
+    scheduler: dict = field(default_factory=dict)
+    class_names: tuple = ()
+    embedded: bool = True
+    repo: str = ""  # hub id of a public checkpoint
+    vae_scale: float = 1.0
+    text_tokens: int = 0  # length of the text-token sequence the denoiser attends to
+    description: str = ""
+
+    @property
+    def modality(self) -> str:
+        return "video" if self.family == "cogvideox" else "image"
+
+    @property
+    def native_patch(self) -> Patch:
+        c = self.config
+        return (c.get("patch_size_t") or 1, c["patch_size"], c["patch_size"])
+
+
+_EMBEDDED_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                           clip_sample=False)
+_SMALL = dict(num_attention_heads=6, attention_head_dim=32, in_channels=4, out_channels=4)
+
+SPECS = {s.name: s for s in [
+    ModelSpec("shapes", "dit", "class",
+              dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, num_embeds_ada_norm=len(data.CLASS_NAMES)),
+              (4, 8, 8), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.CLASS_NAMES,
+              description="embedded: 16 coloured shapes, class-conditioned DiT, 32x32 px"),
+    ModelSpec("shapes-text", "pixart", "text",
+              dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, cross_attention_dim=192, caption_channels=384,
+                   use_additional_conditions=False, norm_elementwise_affine=False, norm_eps=1e-6),
+              (4, 8, 8), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, text_tokens=24,
+              description="embedded: captions to shapes, PixArt-style cross-attention, MiniLM text encoder"),
+    ModelSpec("shapes-video", "cogvideox", "text",
+              dict(_SMALL, num_layers=4, time_embed_dim=192, text_embed_dim=384, sample_width=8, sample_height=8,
+                   sample_frames=data.NUM_FRAMES, patch_size=2, temporal_compression_ratio=1, max_text_seq_length=24,
+                   spatial_interpolation_scale=1.0, temporal_interpolation_scale=1.0),
+              (data.NUM_FRAMES, 4, 8, 8), {"temporal": (2, 2, 2), "spatial": (1, 4, 4)}, guidance=4.0,
+              scheduler=_EMBEDDED_SCHEDULER, text_tokens=24,
+              description="embedded: moving shapes, CogVideoX-style joint attention, 8 frames of 32x32 px"),
+    ModelSpec("dit-xl-2-256", "dit", "class",
+              dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+                   sample_size=32, patch_size=2, num_embeds_ada_norm=1000),
+              (4, 32, 32), {"weak": (1, 4, 4)}, steps=250, guidance=4.0, embedded=False,
+              repo="facebook/DiT-XL-2-256", vae_scale=0.18215, description="DiT-XL/2, ImageNet 256 px"),
+    ModelSpec("pixart-alpha-256", "pixart", "text",
+              dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+                   sample_size=32, patch_size=2, cross_attention_dim=1152, caption_channels=4096,
+                   use_additional_conditions=False),
+              (4, 32, 32), {"weak": (1, 4, 4)}, steps=100, guidance=4.5, embedded=False,
+              repo="PixArt-alpha/PixArt-XL-2-256x256", vae_scale=0.18215, text_tokens=120, description="PixArt-alpha, 256 px"),
+    ModelSpec("cogvideox-2b", "cogvideox", "text",
+              dict(num_attention_heads=30, attention_head_dim=64, in_channels=16, out_channels=16, num_layers=30,
+                   time_embed_dim=512, text_embed_dim=4096, sample_width=90, sample_height=60, sample_frames=49,
+                   patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
+                   spatial_interpolation_scale=1.875, temporal_interpolation_scale=1.0),
+              (13, 16, 60, 90), {"temporal": (2, 2, 2), "spatial": (1, 4, 4)}, steps=50, guidance=6.0,
+              embedded=False, repo="THUDM/CogVideoX-2b", vae_scale=1.15258426, text_tokens=226,
+              description="CogVideoX-2b, 49 frames 480x720"),
+]}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in SPECS:
+        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def transformer_class(spec: ModelSpec):
+    from diffusers import CogVideoXTransformer3DModel, DiTTransformer2DModel, PixArtTransformer2DModel
+    return {"dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel,
+            "cogvideox": CogVideoXTransformer3DModel}[spec.family]
+
+
+def build_transformer(spec: ModelSpec, **overrides):
+    """Random-weight transformer of the spec's architecture (config overrides for tiny test models)."""
+    return transformer_class(spec)(**{**spec.config, **overrides})
