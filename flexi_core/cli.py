@@ -87,7 +87,7 @@ def cmd_generate(args):
     from .generate import generate
     from .schedule import Schedule
     model = _load(args)
-    steps = args.steps or model.spec.steps
+    steps = model.spec.steps if args.steps is None else args.steps
     schedule = None
     if args.schedule:
         try:
@@ -97,7 +97,7 @@ def cmd_generate(args):
     if not model.flexify_trained:
         print(f"note: no flexify weights for {model.spec.name} ({model.variant}); the weak patch size runs its "
               f"untrained PI-resize initialisation", file=sys.stderr)
-    with tqdm(total=100, desc="sampling", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+    with tqdm(total=100, desc="sampling", bar_format="{l_bar}{bar}| {postfix}", mininterval=0.5) as bar:
         def progress(fraction, text):
             bar.n = round(100 * fraction)
             bar.set_postfix_str(text)

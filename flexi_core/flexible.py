@@ -190,7 +190,7 @@ class FlexibleTransformer(nn.Module):
         if pad:
             x5 = torch.cat([x5[:, :, :1].expand(-1, -1, pad, -1, -1), x5], dim=2)
         tokens, grid = patchify(x5, patch)
-        pos = self.positional_embedding(grid, patch).to(tokens.dtype)
+        pos = self.positional_embedding(grid, patch).to(tokens)
         hidden = self.embeds[mode](tokens) + pos + self.patch_size_embeds[mode]
         hidden = family.run_tokens(hidden, timestep, cond)
         out = unpatchify(self.projs[mode](hidden), grid, patch, family.out_channels)

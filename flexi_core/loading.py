@@ -55,7 +55,6 @@ class LoadedModel:
     @property
     def device_name(self) -> str:
         if self.device.startswith("cuda"):
-            import torch
             return torch.cuda.get_device_name(torch.device(self.device))
         import platform
         return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,70 @@
+"""The command line contract: flags, JSON fields, files, and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS = {"model", "modality", "steps", "budget", "schedule", "flops_static", "flops_flexible", "flops_ratio",
+          "seconds_static", "seconds_flexible", "files", "device", "agreement"}
+
+
+def run(args, assets=None, timeout=300):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    if assets is not None:
+        env["FLEXIDIT_ASSETS"] = str(assets)
+    return subprocess.run([sys.executable, "-m", "flexi_core", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("name,cond", [("shapes", ["--class-label", "red circle"]),
+                                       ("shapes-video", ["--prompt", "a red circle moving left"])])
+def test_generate_compare_json(tmp_path, tiny_assets, name, cond):
+    report = tmp_path / "r.json"
+    budget = "0.5" if name == "shapes" else "0.8"
+    r = run(["generate", "--model", name, *cond, "--budget", budget, "--steps", "6", "--seed", "3", "--compare",
+             "--out-dir", str(tmp_path), "--json", str(report)], tiny_assets)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(report.read_text())
+    assert FIELDS <= set(data)
+    assert len(data["schedule"]) == 6 and data["flops_flexible"] <= float(budget) * data["flops_static"]
+    assert data["flops_ratio"] == pytest.approx(data["flops_flexible"] / data["flops_static"])
+    assert set(data["files"]) == {"static", "flexible"}
+    native, weak = ([1, 1, 1], [1, 2, 2]) if name == "shapes" else ([1, 2, 2], [2, 2, 2])
+    assert data["schedule"][-1] == native and data["schedule"][0] == weak  # weak first, native last
+    for path in data["files"].values():
+        assert os.path.getsize(path) > 0
+        if name == "shapes":
+            assert Image.open(path).size == (32, 32)
+        else:
+            import imageio.v3 as iio
+            assert iio.imread(path).shape == (8, 32, 32, 3)
+    assert {"psnr", "ssim"} <= set(data["agreement"])
+
+
+def test_flops_command_needs_no_weights(tmp_path):
+    r = run(["flops", "--model", "dit-xl-2-256", "--patch-size", "4"], assets=tmp_path / "nothing")
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.strip().splitlines()[-1]) == pytest.approx(58.2, rel=0.01)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["generate", "--model", "nope", "--class-label", "1"], "unknown model"),
+    (["generate", "--model", "shapes", "--class-label", "purple cube"], "unknown class"),
+    (["generate", "--model", "shapes", "--class-label", "red circle", "--budget", "0"], "budget"),
+    (["generate", "--model", "shapes-text", "--prompt", "   "], "prompt is empty"),
+    (["generate", "--model", "shapes", "--class-label", "red circle", "--steps", "0"], "steps"),
+    (["generate", "--model", "dit-xl-2-256", "--class-label", "207"], "not available offline"),
+])
+def test_errors_are_one_line(tiny_assets, args, message):
+    r = run([*args, "--out-dir", "/tmp/flexi-cli-errors"], tiny_assets)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_assets_say_how_to_get_them(tmp_path):
+    r = run(["generate", "--model", "shapes", "--class-label", "red circle"], assets=tmp_path / "missing")
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,84 @@
+"""FLOPs by formula against torch's counter and the public anchors; budgets -> schedules."""
+import pytest
+import torch
+
+from conftest import tiny_transformer
+from flexi_core import flops, registry
+from flexi_core.flexible import FlexibleTransformer
+from flexi_core.schedule import Schedule, schedule_for_budget, total_flops
+from test_flexible import OVERRIDES, WEAK, inputs
+
+
+def test_dit_xl2_anchors():
+    """DiT-XL/2 at 256 px: 237.3 GFLOPs at p=2, 58.2 at p=4 (the DiT paper's 118.6/29.1/7.4 GMACs)."""
+    spec = registry.get_spec("dit-xl-2-256")
+    assert flops.spec_flops(spec, (1, 2, 2)) / 1e9 == pytest.approx(237.3, rel=0.01)
+    assert flops.spec_flops(spec, (1, 4, 4)) / 1e9 == pytest.approx(58.2, rel=0.01)
+    assert flops.spec_flops(spec, (1, 8, 8)) / 2e9 == pytest.approx(7.4, rel=0.01)
+
+
+def test_dit_xl2_formula_matches_counter_on_meta():
+    spec = registry.get_spec("dit-xl-2-256")
+    with torch.device("meta"):
+        model = registry.build_transformer(spec)
+        x, t, y = torch.randn(1, 4, 32, 32), torch.tensor([5]), torch.tensor([3])
+    counted = flops.counted_flops(lambda: model(x, t, y))
+    assert flops.spec_flops(spec) == pytest.approx(counted, rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["shapes", "shapes-text", "shapes-video"])
+@pytest.mark.parametrize("rank", [0, 4])
+def test_formula_matches_counter_for_every_patch(name, rank):
+    """Built on CPU (PI-resize needs real numbers), counted on the meta device so attention is counted too."""
+    spec = registry.get_spec(name)
+    base = tiny_transformer(name, **OVERRIDES[name])
+    config = dict(base.config)
+    model = FlexibleTransformer(base, WEAK[name], "lora" if rank else "shared", rank or 8).to("meta")
+    x, t, cond = (v.to("meta") if torch.is_tensor(v) else {k: c.to("meta") for k, c in v.items()}
+                  for v in inputs(name, batch=1))
+    for mode, patch in model.patches.items():
+        counted = flops.counted_flops(lambda: model(x, t, cond, mode))
+        lora = rank if mode != "native" else 0
+        formula = flops.forward_flops(spec.family, config, tuple(x.shape[1:]), patch, 1, spec.text_tokens, lora)
+        assert formula == pytest.approx(counted, rel=0.01), (mode, formula, counted)
+
+
+def test_weak_patch_cuts_flops_at_least_fourfold_on_dit():
+    spec = registry.get_spec("dit-xl-2-256")
+    assert flops.spec_flops(spec, (1, 2, 2)) / flops.spec_flops(spec, (1, 4, 4)) >= 4
+
+
+FLOPS_OF = {"native": 100, "weak": 23}
+
+
+@pytest.mark.parametrize("guidance", [False, True])
+def test_budget_never_exceeded_and_monotone(guidance):
+    steps, previous = 50, -1
+    static = total_flops(Schedule.static(steps), FLOPS_OF, guidance)
+    for b in [i / 100 for i in range(24, 101)]:
+        s = schedule_for_budget(b, steps, FLOPS_OF, guidance)
+        used = total_flops(s, FLOPS_OF, guidance)
+        assert used <= b * static + 1e-9
+        assert used >= previous  # more budget never buys fewer native steps
+        previous = used
+        # and it is the best one: one more native step would break the budget
+        if s.native_cond < steps:
+            assert total_flops(Schedule(steps, s.native_cond + 1, s.native_cond + 1), FLOPS_OF, guidance) > b * static
+    assert schedule_for_budget(1.0, steps, FLOPS_OF, guidance).weak_steps == 0
+
+
+@pytest.mark.parametrize("budget", [0, -0.5, 1.5, float("nan"), 0.1])
+def test_bad_budgets_are_refused(budget):
+    with pytest.raises(ValueError):
+        schedule_for_budget(budget, 50, FLOPS_OF, True)
+
+
+def test_schedule_modes_and_xy_notation():
+    s = Schedule.parse("7/3", 10)
+    modes = [s.modes(i) for i in range(10)]
+    assert modes[:3] == [("weak", "weak")] * 3  # weak first
+    assert modes[3:7] == [("native", "weak")] * 4  # cond native for the last 7, uncond for the last 3
+    assert modes[7:] == [("native", "native")] * 3
+    reverse = Schedule(10, 7, 7, weak_last=True)
+    assert [reverse.modes(i)[0] for i in range(10)] == ["native"] * 7 + ["weak"] * 3
+    assert total_flops(s, FLOPS_OF, True) == (7 * 100 + 3 * 23) + (3 * 100 + 7 * 23)
