@@ -1,0 +1,325 @@
+"""The Gradio app, driven through gradio_client on 127.0.0.1 with tiny random-weight models (the `tiny_assets`
+fixture): every event, the files it returns, its numbers against flexi_core's for the same inputs, bad inputs,
+a full queue, and Stop. Nothing here depends on the tiny shapes, so the same tests pass on the trained assets."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 6  # small: the numbers are checked exactly, the pictures only for size and consistency
+
+
+def launch(assets, **kwargs):
+    """The app in this process (so flexi_core's results can be computed next to it), on a free local port."""
+    torch.set_num_threads(1)
+    import app
+    demo = app.build_demo(assets=assets, **kwargs)
+    _, url, _ = app.launch(demo, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def served(tiny_assets):
+    from gradio_client import Client
+    demo, url = launch(tiny_assets)
+    try:
+        yield demo, Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_assets):
+    """flexi_core's own models, loaded as the app documents it loads them (adapters of embedded models merged)."""
+    from flexi_core.loading import load_model
+    from flexi_core.registry import get_spec
+    cache = {}
+
+    def get(name, variant="lora"):
+        if (name, variant) not in cache:
+            cache[name, variant] = load_model(name, variant, assets=tiny_assets, merged=get_spec(name).embedded)
+        return cache[name, variant]
+    return get
+
+
+def image_of(path) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def downscale(shown: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """The app shows an image upscaled by nearest neighbour, a video as a sheet of upscaled frames, 4 a row."""
+    if pixels.ndim == 3:
+        factor = shown.shape[0] // pixels.shape[0]
+        assert shown.shape == (pixels.shape[0] * factor, pixels.shape[1] * factor, 3)
+        return shown[::factor, ::factor]
+    frames, h, w, _ = pixels.shape
+    columns = min(4, frames)
+    rows = -(-frames // columns)
+    factor = shown.shape[0] // (rows * h)
+    assert shown.shape == (rows * h * factor, columns * w * factor, 3)
+    small = shown[::factor, ::factor]
+    return np.stack([small[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w]
+                     for i in range(frames)])
+
+
+def error_of(call) -> str:
+    with pytest.raises(Exception) as info:
+        call()
+    return str(info.value)
+
+
+def generate_args(model="shapes", class_label="red circle", prompt="", seed=3, steps=STEPS, guidance=4.0,
+                  variant="lora", weak_mode="temporal", budget=55):
+    return [model, class_label, prompt, seed, steps, guidance, variant, weak_mode, budget]
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+
+def test_help_lists_the_flags():
+    r = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for flag in ("--host", "--port", "--share", "--assets", "--threads", "--queue-size"):
+        assert flag in r.stdout
+
+
+def test_gpu_decorator_is_a_no_op_without_spaces():
+    torch.set_num_threads(1)
+    from app.runtime import gpu
+
+    def f(x, progress=None):
+        return x + 1
+    if "spaces" not in sys.modules:
+        assert gpu(duration=10)(f) is f and gpu(f) is f
+
+
+# --- light events -------------------------------------------------------------------------------------------------
+
+def test_model_controls_follow_the_model(served):
+    from flexi_core.registry import SPECS
+    _, client = served
+    for name, spec in SPECS.items():
+        class_box, prompt_box, weak_box, steps, guidance = client.predict(name, "red circle",
+                                                                          api_name="/model_controls")[:5]
+        assert class_box["visible"] == (spec.conditioning == "class")
+        assert prompt_box["visible"] == (spec.conditioning == "text")
+        assert weak_box["visible"] == (len(spec.weak_patches) > 1)
+        assert steps["value"] == spec.steps and guidance["value"] == spec.guidance
+
+
+def test_model_status_loads_embedded_and_explains_missing_weights(served, reference):
+    _, client = served
+    text = client.predict("shapes", "lora", api_name="/model_status")
+    assert "shapes" in text and reference("shapes").device_name in text
+    for name in ("dit-xl-2-256", "pixart-alpha-256", "cogvideox-2b"):
+        assert "not available offline" in client.predict(name, "lora", api_name="/model_status")
+
+
+@pytest.mark.parametrize("name,weak_mode,budget", [("shapes", "temporal", 55), ("shapes", "temporal", 100),
+                                                    ("shapes-video", "spatial", 60)])
+def test_schedule_preview_is_flexi_cores_schedule(served, reference, name, weak_mode, budget):
+    from flexi_core.sampling import budget_schedule, schedule_flops
+    from flexi_core.schedule import Schedule
+    _, client = served
+    model = reference(name)
+    mode = weak_mode if weak_mode in model.flexible.weak_modes else None
+    schedule = budget_schedule(model, budget / 100, STEPS, 4.0, mode)
+    static = schedule_flops(model, Schedule.static(STEPS, schedule.weak_mode), 4.0)
+    share = 100 * schedule_flops(model, schedule, 4.0) / static
+    text = client.predict(name, "lora", weak_mode, STEPS, 4.0, budget, api_name="/schedule")
+    assert f"{schedule.weak_steps} of {STEPS} steps weak → {share:.0f}% of static FLOPs" in text
+
+
+def test_schedule_preview_warns_instead_of_failing(served):
+    _, client = served
+    assert "below what the weak model alone costs" in client.predict("shapes", "lora", "temporal", 50, 4.0, 5,
+                                                                     api_name="/schedule")
+    assert "steps must be" in client.predict("shapes", "lora", "temporal", 0, 4.0, 50, api_name="/schedule")
+    public = client.predict("dit-xl-2-256", "lora", "temporal", 250, 4.0, 50, api_name="/schedule")
+    assert "steps weak" in public and "weights are not available" in public
+
+
+# --- generate -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,condition,weak_mode", [
+    ("shapes", dict(class_label="blue triangle"), "temporal"),
+    ("shapes-text", dict(prompt="a small green square in the top left on a white background"), "temporal"),
+    ("shapes-video", dict(prompt="a red circle moving right on a black background"), "spatial"),
+])
+def test_generate_matches_flexi_core(served, reference, name, condition, weak_mode):
+    from flexi_core.generate import generate
+    _, client = served
+    budget, seed = 60, 5
+    args = generate_args(name, condition.get("class_label", "red circle"), condition.get("prompt", ""), seed,
+                         STEPS, 4.0, "lora", weak_mode, budget)
+    slider, video_static, video_flexible, static_md, flexible_md, agreement_md, plot, raw = \
+        client.predict(*args, api_name="/generate")
+    model = reference(name)
+    mode = weak_mode if weak_mode in model.flexible.weak_modes else None
+    ref = generate(model, **condition, budget=budget / 100, steps=STEPS, seed=seed, guidance=4.0, weak_mode=mode)
+
+    # FLOPs are deterministic: exactly flexi_core's, per run and per step
+    for run, sample in (("static", ref.static), ("flexible", ref.flexible)):
+        assert raw[run]["flops"] == sample.flops
+        assert [s["flops"] for s in raw[run]["per_step"]] == [r.flops for r in sample.records]
+        assert [s["cond_mode"] for s in raw[run]["per_step"]] == [r.cond_mode for r in sample.records]
+        assert raw[run]["weak_steps"] == sample.schedule.weak_steps
+        # times: flexi_core's per-step wall-clock, summed as flexi_core sums them, and shown as such
+        assert raw[run]["seconds"] == pytest.approx(sum(s["seconds"] for s in raw[run]["per_step"]))
+        assert raw[run]["seconds"] > 0
+    assert raw["flops_ratio"] == pytest.approx(ref.flops_ratio)
+    assert raw["flops_saving_percent"] == pytest.approx(100 * (1 - ref.flops_ratio))
+    assert raw["device"] == model.device_name and raw["condition"] == ref.condition_text
+    assert f"{raw['static']['seconds']:.2f} s" in static_md
+    assert f"{raw['flexible']['seconds']:.2f} s" in flexible_md
+    assert f"saves {raw['flops_saving_percent']:.0f}% FLOPs" in flexible_md
+    assert model.device_name in agreement_md and "PSNR" in agreement_md and "SSIM" in agreement_md
+    assert plot is not None
+
+    # the pictures: real PNG files, upscaled for display, holding the same pixels flexi_core makes
+    static_img, flexible_img = (image_of(p) for p in slider)
+    for shown, sample in ((static_img, ref.static), (flexible_img, ref.flexible)):
+        assert shown.shape[0] >= 128
+        assert np.abs(downscale(shown, sample.pixels).astype(int) - sample.pixels).max() <= 2
+    if ref.agreement["psnr"] != math.inf:
+        assert raw["agreement"]["psnr"] == pytest.approx(ref.agreement["psnr"], abs=0.5)
+
+    if model.spec.modality == "video":
+        import imageio.v3 as iio
+        for video, sample in ((video_static, ref.static), (video_flexible, ref.flexible)):
+            path = video["video"] if isinstance(video, dict) else video
+            frames = iio.imread(path)
+            t, h, w, _ = sample.pixels.shape
+            assert frames.shape[0] == t and frames.shape[1] % h == 0 and frames.shape[1] == frames.shape[2]
+    else:
+        assert video_static is None and video_flexible is None
+
+
+# --- sweep and analysis -------------------------------------------------------------------------------------------
+
+def test_sweep_matches_flexi_core_schedules(served, reference):
+    from flexi_core.sampling import budget_schedule, schedule_flops
+    _, client = served
+    budgets = [75, 40, 10]
+    gallery, plot, table, note, raw = client.predict(*generate_args("shapes")[:8], budgets, api_name="/sweep")
+    model = reference("shapes")
+    expected, skipped = {}, []
+    for b in [100, *budgets]:
+        try:
+            expected[b / 100] = schedule_flops(model, budget_schedule(model, b / 100, STEPS, 4.0), 4.0)
+        except ValueError:
+            skipped.append(b)
+    assert {row["budget"]: row["flops"] for row in raw["rows"]} == expected
+    assert len(raw["skipped"]) == len(skipped) and (not skipped or "Skipped" in note)
+    assert raw["rows"][0]["budget"] == 1.0 and raw["rows"][0]["psnr"] is None  # static vs itself: identical
+    assert len(gallery) == len(expected) and len(table["data"]) == len(expected)
+    for item in gallery:
+        assert os.path.getsize(item["image"]["path"] if isinstance(item["image"], dict) else item["image"]) > 0
+    assert plot is not None
+
+
+def test_explain_runs_both_observations(served):
+    _, client = served
+    gap_plot, filter_plot, gallery, raw = client.predict(*generate_args("shapes", steps=4)[:7], api_name="/explain")
+    gaps = raw["prediction_gap"]["gap"]
+    assert list(gaps) == ["weak"] and len(gaps["weak"]) == 4 and all(g >= 0 for g in gaps["weak"])
+    assert [(c["keep"]) for c in raw["filtered_updates"]] == ["low", "high", "low", "high"]
+    assert len(gallery) == 5 and gap_plot is not None and filter_plot is not None
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(model="shapes-text", prompt="   "), "prompt is empty"),
+    (dict(model="shapes-text", prompt="x" * 10_000), "limit is"),
+    (dict(class_label="purple cube"), "unknown class"),
+    (dict(budget=0), "compute budget"),
+    (dict(budget=150), "compute budget"),
+    (dict(budget=5), "below what the weak model alone costs"),
+    (dict(steps=0), "steps must be"),
+    (dict(steps=10_000), "steps must be"),
+    (dict(seed=-1), "seed must be"),
+    (dict(guidance=31), "guidance must be"),
+    (dict(guidance=None), "guidance scale is empty"),
+    (dict(seed=2 ** 64), "seed must be"),
+    (dict(variant="full"), "variant must be"),
+    (dict(model="dit-xl-2-256", class_label="207"), "not available offline"),
+    (dict(model="no-such-model"), "unknown model"),
+    (dict(model="shapes-video", prompt="a red circle", weak_mode="diagonal"), "weak mode must be"),
+])
+def test_bad_input_gives_a_readable_error_and_the_app_keeps_serving(served, changes, message):
+    _, client = served
+    text = error_of(lambda: client.predict(*generate_args(**changes), api_name="/generate"))
+    assert message in text and "Traceback" not in text
+    assert client.predict("shapes", "lora", "temporal", 4, 4.0, 50, api_name="/schedule")  # still serving
+
+
+def test_bad_sweep_and_analysis_inputs(served):
+    _, client = served
+    assert "at least one budget" in error_of(lambda: client.predict(*generate_args()[:8], [], api_name="/sweep"))
+    assert "steps must be" in error_of(lambda: client.predict(*generate_args(steps=0)[:7], api_name="/explain"))
+    text = error_of(lambda: client.predict(*generate_args("pixart-alpha-256", prompt="a cat")[:7],
+                                           api_name="/explain"))
+    assert "not available offline" in text
+
+
+# --- queue and stop -----------------------------------------------------------------------------------------------
+
+def test_full_queue_says_busy_and_the_jobs_it_took_finish(tiny_assets):
+    from gradio_client import Client
+    demo, url = launch(tiny_assets, concurrency=1, queue_size=1)
+    try:
+        client = Client(url, verbose=False)
+        jobs = [client.submit(*generate_args(steps=60), api_name="/generate") for _ in range(4)]
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(job.result(timeout=300)[-1]["flexible"]["flops"])
+            except Exception as e:  # noqa: BLE001 - the client's QueueError
+                outcomes.append(str(e))
+        busy = [o for o in outcomes if isinstance(o, str)]
+        done = [o for o in outcomes if not isinstance(o, str)]
+        assert busy and all("try again" in o.lower() for o in busy), outcomes
+        assert len(done) >= 2 and len(set(done)) == 1  # same inputs, same FLOPs
+    finally:
+        demo.close()
+
+
+def _sampling_threads() -> int:
+    """Threads that are inside flexi_core's sampling loop right now."""
+    count = 0
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == "sample" and frame.f_code.co_filename.endswith("sampling.py"):
+                count += 1
+                break
+            frame = frame.f_back
+    return count
+
+
+def test_stop_ends_the_running_job(served):
+    from gradio_client import Client
+    demo, _ = served
+    client = Client(demo.local_url, verbose=False)
+    job = client.submit(*generate_args(steps=1000), api_name="/generate")
+    deadline = time.monotonic() + 120
+    while _sampling_threads() == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sampling_threads() == 1, "the job never started"
+    client.predict(api_name="/stop")
+    deadline = time.monotonic() + 30
+    while _sampling_threads() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sampling_threads() == 0, "sampling went on after Stop"
+    # the job ended through the Stop check in the progress callback, not by running to its end
+    assert "stopped" in error_of(lambda: job.result(timeout=60))
+    assert client.predict("shapes", "lora", "temporal", 4, 4.0, 50, api_name="/schedule")  # still serving
