@@ -1,6 +1,7 @@
 """The Gradio app, driven through gradio_client on 127.0.0.1 with tiny random-weight models (the `tiny_assets`
 fixture): every event, the files it returns, its numbers against flexi_core's for the same inputs, bad inputs,
-a full queue, and Stop. Nothing here depends on the tiny shapes, so the same tests pass on the trained assets."""
+a full queue, and Stop. Nothing here depends on the tiny shapes: FLEXIDIT_TEST_ASSETS=assets runs the same tests
+on the trained models."""
 from __future__ import annotations
 
 import math
@@ -28,9 +29,15 @@ def launch(assets, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def served(tiny_assets):
+def assets(tiny_assets):
+    """The tiny random-weight models, or the folder FLEXIDIT_TEST_ASSETS names (e.g. the trained assets/)."""
+    return Path(os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets)
+
+
+@pytest.fixture(scope="module")
+def served(assets):
     from gradio_client import Client
-    demo, url = launch(tiny_assets)
+    demo, url = launch(assets)
     try:
         yield demo, Client(url, verbose=False)
     finally:
@@ -38,7 +45,7 @@ def served(tiny_assets):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_assets):
+def reference(assets):
     """flexi_core's own models, loaded as the app documents it loads them (adapters of embedded models merged)."""
     from flexi_core.loading import load_model
     from flexi_core.registry import get_spec
@@ -46,7 +53,7 @@ def reference(tiny_assets):
 
     def get(name, variant="lora"):
         if (name, variant) not in cache:
-            cache[name, variant] = load_model(name, variant, assets=tiny_assets, merged=get_spec(name).embedded)
+            cache[name, variant] = load_model(name, variant, assets=assets, merged=get_spec(name).embedded)
         return cache[name, variant]
     return get
 
@@ -274,9 +281,9 @@ def test_bad_sweep_and_analysis_inputs(served):
 
 # --- queue and stop -----------------------------------------------------------------------------------------------
 
-def test_full_queue_says_busy_and_the_jobs_it_took_finish(tiny_assets):
+def test_full_queue_says_busy_and_the_jobs_it_took_finish(assets):
     from gradio_client import Client
-    demo, url = launch(tiny_assets, concurrency=1, queue_size=1)
+    demo, url = launch(assets, concurrency=1, queue_size=1)
     try:
         client = Client(url, verbose=False)
         jobs = [client.submit(*generate_args(steps=60), api_name="/generate") for _ in range(4)]

@@ -3,7 +3,7 @@
 saves a full-page screenshot to docs/screenshot-app.png.
 
 Needs `apt-get install -y chromium` and `pip install playwright`; skipped, saying so, when either is missing.
-Runs on the tiny random-weight models unless FLEXIDIT_SCREENSHOT_ASSETS names an assets folder (e.g. the trained
+Runs on the tiny random-weight models unless FLEXIDIT_TEST_ASSETS names an assets folder (e.g. the trained
 assets/, for the README screenshot).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_budget_generate_and_screenshot(tiny_assets):
     from flexi_core.loading import load_model
     from flexi_core.registry import get_spec
     from flexi_core.sampling import budget_schedule
-    assets = os.environ.get("FLEXIDIT_SCREENSHOT_ASSETS") or tiny_assets
+    assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
     demo, url = launch(assets)
     spec = get_spec("shapes")  # the page's default model
     budget = 40
