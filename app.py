@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
             demo.flexidit.models.get(name)
         except (FileNotFoundError, ValueError, KeyError) as e:
             print(f"preload {name}: {e}", file=sys.stderr)
+    # SIGTERM (docker stop, a Space restart) exits like Ctrl-C, so the app's temporary outputs are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     launch(demo, host=args.host, port=args.port, share=args.share)
     return 0
 
