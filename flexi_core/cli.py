@@ -20,6 +20,9 @@ def cmd_train(args):
         if args.export:
             print("latent scale", train.export_vae(run_dir, registry.ASSETS / "vae"))
         return
+    if args.model == "vae-decoder":
+        train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, steps=args.steps, batch_size=args.batch_size)
+        return
     if args.model == "judge":
         from . import judge
         judge.train_judge(run_dir, steps=args.steps, batch_size=args.batch_size, video=False)
@@ -162,6 +165,20 @@ def cmd_flexify(args):
     print(json.dumps({**info, "file": str(out)}))
 
 
+def cmd_evaluate(args):
+    import json
+    import torch
+    from .evaluate import BUDGETS, evaluate, markdown_table
+    torch.set_num_threads(args.threads)
+    quick = args.quick
+    result = evaluate(args.model, n=args.samples or (16 if quick else 256), steps=args.steps or (10 if quick else None),
+                      budgets=(1.0, 0.55) if quick else BUDGETS, variants=tuple(args.variants.split(",")),
+                      baselines=not args.no_baselines, weak_mode=args.weak_mode)
+    print(markdown_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+
+
 def _add_model_args(p, generation: bool = True):
     p.add_argument("--model", required=True, help="shapes, shapes-text, shapes-video, dit-xl-2-256, "
                                                   "pixart-alpha-256, cogvideox-2b")
@@ -178,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flexi_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an embedded model (vae, judge, shapes, shapes-text, shapes-video)")
+    p = sub.add_parser("train", help="train an embedded model: vae, vae-decoder (decoder-only fine-tune of the "
+                                     "shipped autoencoder), judge, shapes, shapes-text, shapes-video")
     p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -224,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir")
     p.add_argument("--out", help="output .safetensors (default assets/MODEL/flexify-VARIANT.safetensors)")
     p.set_defaults(func=cmd_flexify)
+
+    p = sub.add_parser("evaluate", help="judge accuracy, Fréchet distance and agreement vs FLOPs (embedded models)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--samples", type=int, help="samples per row (default 256; 16 with --quick)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--variants", default="lora,shared")
+    p.add_argument("--weak-mode", help="video: temporal or spatial")
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100% and 55%")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

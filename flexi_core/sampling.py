@@ -71,8 +71,16 @@ def clean_prompt(prompt: str) -> str:
     return text
 
 
-def encode_condition(model: LoadedModel, class_label=None, prompt: str | None = None) -> Condition:
+def encode_condition(model: LoadedModel, class_label=None, prompt=None) -> Condition:
+    """Conditioning for one class label / prompt, or a batch when given a list."""
     spec = model.spec
+    if isinstance(class_label, (list, tuple)) or isinstance(prompt, (list, tuple)):
+        parts = [encode_condition(model, c, None) for c in class_label] if spec.conditioning == "class" and \
+            class_label is not None else [encode_condition(model, None, p) for p in (prompt or [])]
+        if not parts:
+            raise ValueError("no conditions given")
+        cat = lambda key: {k: torch.cat([getattr(p, key)[k] for p in parts]) for k in getattr(parts[0], key)}  # noqa
+        return Condition(cat("cond"), cat("uncond"), "; ".join(p.text for p in parts))
     if spec.conditioning == "class":
         if class_label is None or (isinstance(class_label, str) and not class_label.strip()):
             raise ValueError(f"{spec.name} needs a class label" +
@@ -137,17 +145,24 @@ def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> i
 
 
 @torch.no_grad()
-def sample(model: LoadedModel, condition: Condition, schedule: Schedule, seed: int, guidance: float,
+def sample(model: LoadedModel, condition: Condition, schedule: Schedule, seed: int | list[int], guidance: float,
            sampler: str = "ddim", progress=None, decode: bool = True) -> Sample:
-    """One sample. `progress(done, total)` is called after every step."""
-    validate(schedule.steps, guidance, seed)
+    """One sample, or a batch when `seed` is a list (each seed gives the same noise as it would alone; the
+    condition has batch 1 or one row per seed). `progress(done, total)` is called after every step."""
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    for s in seeds:
+        validate(schedule.steps, guidance, s)
     spec, flex = model.spec, model.flexible
     scheduler = make_scheduler(model, sampler)
     scheduler.set_timesteps(schedule.steps)
-    gen = torch.Generator().manual_seed(seed)
-    latents = (torch.randn((1, *spec.latent_shape), generator=gen) * scheduler.init_noise_sigma).to(model.device)
-    condition = Condition({k: v.to(model.device) for k, v in condition.cond.items()},
-                          {k: v.to(model.device) for k, v in condition.uncond.items()}, condition.text)
+    noise = [torch.randn((1, *spec.latent_shape), generator=torch.Generator().manual_seed(s)) for s in seeds]
+    latents = (torch.cat(noise) * scheduler.init_noise_sigma).to(model.device)
+    batch = len(seeds)
+
+    def rows(c: dict) -> dict:
+        return {k: v.to(model.device).expand(batch, *v.shape[1:]) for k, v in c.items()}
+
+    condition = Condition(rows(condition.cond), rows(condition.uncond), condition.text)
     channel_dim = 2 if spec.modality == "video" else 1
     channels = latents.shape[channel_dim]
     flops_of, use_cfg = model.flops_of(), guidance > 1
@@ -178,12 +193,13 @@ def sample(model: LoadedModel, condition: Condition, schedule: Schedule, seed: i
             raise FloatingPointError(f"sampling diverged at step {i} (non-finite latents); try fewer weak steps")
         out.records.append(StepRecord(
             i, int(t), c_mode, u_mode, flex.patches[c_mode], flex.patches[u_mode] if u_mode else None,
-            flops_of[c_mode] + (flops_of[u_mode] if u_mode else 0), time.perf_counter() - start))
+            batch * (flops_of[c_mode] + (flops_of[u_mode] if u_mode else 0)), time.perf_counter() - start))
         if progress is not None:
             progress(i + 1, schedule.steps)
     if decode:
         start = time.perf_counter()
-        out.pixels = decode_latents(model, latents)[0]
+        pixels = decode_latents(model, latents)
+        out.pixels = pixels[0] if isinstance(seed, int) else pixels
         out.decode_seconds = time.perf_counter() - start
     return out
 

@@ -230,6 +230,30 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
     return model
 
 
+def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 1000, batch_size: int = 32):
+    """Sharper decodes without moving the latent space: the encoder (which the transformers were trained on)
+    stays frozen, only the decoder trains. Writes the result back to `assets_vae`, fp16."""
+    from diffusers import AutoencoderKL
+    vae = AutoencoderKL.from_pretrained(assets_vae, torch_dtype=torch.float32, use_safetensors=True)
+    vae.requires_grad_(False)
+    names = [n for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
+    for n, p in vae.named_parameters():
+        p.requires_grad_(n in names)
+    vae.eval()  # no dropout; the loop sets train() but the autoencoder has none anyway
+
+    def loss_fn(step):
+        x, _, _ = pixel_batch(step, batch_size, seed_offset=80_000_000)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        rec = vae.decode(z).sample
+        return (rec - x).abs().mean() + (rec - x).pow(2).mean()
+
+    state = run_training("vae-decoder", vae, loss_fn, steps, run_dir, lr=3e-4, warmup=50, ema_decay=0.995,
+                         param_names=names)
+    vae.load_state_dict(state)
+    vae.to(torch.float16).save_pretrained(assets_vae, safe_serialization=True)
+
+
 def export_vae(run_dir: Path, out_dir: Path, num_samples: int = 512) -> float:
     """EMA weights -> assets (fp16), with the latent scaling factor that gives unit-variance latents."""
     from .vae import build_embedded_vae
