@@ -179,6 +179,21 @@ def cmd_evaluate(args):
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
 
 
+def cmd_bench(args):
+    import torch
+    from .bench import run_bench
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ints = lambda text: [int(v) for v in text.split(",")] if text else None  # noqa: E731
+    report = run_bench(Path(args.out), quick=args.quick, models=args.models.split(",") if args.models else None,
+                       quality_json=args.quality_json, sections=args.sections.split(",") if args.sections else None,
+                       repeats=args.repeats, batches=ints(args.batches), steps=args.steps, big_steps=args.big_steps,
+                       threads=args.threads, quality_samples=args.quality_samples,
+                       command="python -m flexi_core " + " ".join(sys.argv[1:]))
+    print(report["markdown"])
+    print(f"wrote {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'} and plots", file=sys.stderr)
+
+
 def _add_model_args(p, generation: bool = True):
     p.add_argument("--model", required=True, help="shapes, shapes-text, shapes-video, dit-xl-2-256, "
                                                   "pixart-alpha-256, cogvideox-2b")
@@ -254,6 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="FLOPs anchors, wall-clock vs FLOPs, quality vs FLOPs and memory: tables, "
+                                     "JSON and plots")
+    p.add_argument("--quick", action="store_true", help="about a minute: embedded models (LoRA), a 2-layer "
+                                                        "DiT-XL/2 per-step check, one memory model, no evaluate")
+    p.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md and the plots")
+    p.add_argument("--models", help="comma-separated (default: shapes, shapes-text, shapes-video, dit-xl-2-256, "
+                                    "pixart-alpha-256)")
+    p.add_argument("--quality-json", nargs="+", metavar="FILE", help="`evaluate --json` outputs to plot")
+    p.add_argument("--quality-samples", type=int, help="samples per row when bench runs evaluate itself (256)")
+    p.add_argument("--sections", help="comma-separated subset of flops,wallclock,quality,memory")
+    p.add_argument("--repeats", type=int, help="timed repeats per measurement, medians reported (3)")
+    p.add_argument("--batches", help="comma-separated batch sizes (1,8)")
+    p.add_argument("--steps", type=int, help="denoising steps per timed sample, embedded models (4; 3 with --quick)")
+    p.add_argument("--big-steps", type=int, help="denoising steps per timed sample, DiT-XL/2 and PixArt (3)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own default)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
