@@ -4,6 +4,7 @@ Events (each with an api_name, so gradio_client can drive them):
   /model_controls  model -> which condition/weak-mode controls apply, default steps and guidance
   /model_status    model, variant -> what the model is and whether it is available here (loads it once)
   /schedule        the schedule a budget implies, before running
+  /fit_budget      raises the budget to what a newly chosen model / weak patch can reach
   /generate        static and flexible sample from the same seed, their FLOPs, time, agreement, step timeline
   /sweep           one seed at several budgets
   /explain         the paper's two observations on the loaded model
@@ -209,47 +210,62 @@ class FlexiDiTApp:
                      "static one.")
         return text
 
-    def schedule(self, model_name, variant, weak_mode, steps, guidance, budget):
-        """The schedule the budget implies, as one line (warnings instead of errors: this runs while typing)."""
+    def _flops_context(self, model_name, variant, weak_mode):
+        """(FLOPs of one forward per mode, patches, weak mode, note) from the loaded model, or, when a public
+        model's weights are not here, from its architecture (flexi_core's formulas need no weights)."""
         from flexi_core.flops import spec_flops
-        from flexi_core.sampling import budget_schedule, schedule_flops
+        spec = _spec(model_name)
+        try:
+            model = self.models.get(model_name, variant)
+        except FileNotFoundError:
+            patches = _patches_of(spec)
+            mode = _weak_mode(spec.weak_patches, weak_mode)
+            if mode not in spec.weak_patches:
+                raise ValueError(f"weak mode must be one of {list(spec.weak_patches)}, not {mode!r}") from None
+            return ({m: spec_flops(spec, p) for m, p in patches.items()}, patches, mode,
+                    " *(from the architecture; the weights are not available here)*")
+        mode = _weak_mode(model.flexible.weak_modes, weak_mode)
+        if mode not in model.flexible.weak_modes:
+            raise ValueError(f"weak mode must be one of {list(model.flexible.weak_modes)}, not {mode!r}")
+        return model.flops_of(), model.flexible.patches, mode, ""
+
+    def schedule(self, model_name, variant, weak_mode, steps, guidance, budget):
+        """The schedule the budget implies, as one line (warnings instead of errors: this runs while typing).
+        Uses flexi_core's schedule_for_budget, which is what sampling.budget_schedule runs on a loaded model."""
         from flexi_core.schedule import Schedule, schedule_for_budget, total_flops
         try:
-            spec = _spec(model_name)
             _, steps, guidance = _numbers(0, steps, guidance)
             fraction = _budget(budget)
-            estimate = ""
-            try:
-                model = self.models.get(model_name, variant)
-            except FileNotFoundError:  # public weights not here: the schedule still follows from the architecture
-                model = None
-            if model is not None:
-                mode = _weak_mode(model.flexible.weak_modes, weak_mode)
-                sched = budget_schedule(model, fraction, steps, guidance, mode)
-                flexible = schedule_flops(model, sched, guidance)
-                static = schedule_flops(model, Schedule.static(steps, mode), guidance)
-                patches = model.flexible.patches
-            else:
-                patches = _patches_of(spec)
-                mode = _weak_mode(spec.weak_patches, weak_mode)
-                if mode not in spec.weak_patches:
-                    raise ValueError(f"weak mode must be one of {list(spec.weak_patches)}, not {mode!r}")
-                flops_of = {m: spec_flops(spec, p) for m, p in patches.items()}
-                sched = schedule_for_budget(fraction, steps, flops_of, guidance > 1, mode)
-                flexible = total_flops(sched, flops_of, guidance > 1)
-                static = total_flops(Schedule.static(steps, mode), flops_of, guidance > 1)
-                estimate = " *(from the architecture; the weights are not available here)*"
+            flops_of, patches, mode, note = self._flops_context(model_name, variant, weak_mode)
+            sched = schedule_for_budget(fraction, steps, flops_of, guidance > 1, mode)
+            flexible = total_flops(sched, flops_of, guidance > 1)
+            static = total_flops(Schedule.static(steps, mode), flops_of, guidance > 1)
         except (ValueError, KeyError) as e:
             return f"⚠️ {message_of(e)}"
         weak = sched.weak_steps
         head = (f"**{weak} of {steps} steps weak → {_pct(flexible, static):.0f}% of static FLOPs** "
-                f"({si(flexible)} instead of {si(static)}){estimate}. ")
+                f"({si(flexible)} instead of {si(static)}){note}. ")
         if weak == 0:
             return head + "At this budget the flexible run is the static one."
         if weak == steps:
             return head + f"Every step uses the weak {patch_text(patches[mode])} patch."
         return head + (f"Steps 1-{weak} use the weak {patch_text(patches[mode])} patch, the last {steps - weak} "
                        f"the native {patch_text(patches['native'])} patch.")
+
+    def fit_budget(self, model_name, variant, weak_mode, guidance, budget):
+        """After a change of model or weak patch, a budget below what the weak patch alone costs (every step weak)
+        moves to the middle of the reachable range, so that an example never starts from an impossible budget."""
+        from flexi_core.schedule import Schedule, total_flops
+        try:
+            flops_of, _, mode, _ = self._flops_context(model_name, variant, weak_mode)
+            use_cfg = isinstance(guidance, (int, float)) and guidance > 1
+            floor = 100 * total_flops(Schedule(1, 0, 0, mode), flops_of, use_cfg) \
+                / total_flops(Schedule.static(1, mode), flops_of, use_cfg)
+        except (ValueError, KeyError):
+            return gr.update()
+        if isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget >= floor:
+            return gr.update()
+        return gr.update(value=min(100, math.ceil((floor + 100) / 2)))
 
     # heavy events -------------------------------------------------------------------------------------------------
     def generate(self, model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode, budget,
@@ -277,11 +293,12 @@ class FlexiDiTApp:
         patches = model.flexible.patches
         static_md = (f"### Static\n**{si(static.flops)}** · **{static.seconds:.2f} s** denoising\n\n"
                      f"native patch {patch_text(patches['native'])} in all {steps} steps")
+        weak = flexible.schedule.weak_steps
         flexible_md = (f"### Flexible ({budget:g}% budget)\n**{si(flexible.flops)}** "
                        f"({_saving(static.flops, flexible.flops, 'FLOPs')}) · **{flexible.seconds:.2f} s** "
                        f"({_saving(static.seconds, flexible.seconds, 'time')})\n\n"
-                       f"{flexible.schedule.weak_steps} of {steps} steps with the weak {patch_text(patches[mode])} "
-                       f"patch, then native")
+                       + (f"all {steps} steps with the weak {patch_text(patches[mode])} patch" if weak == steps else
+                          f"{weak} of {steps} steps with the weak {patch_text(patches[mode])} patch, then native"))
         agreement_md = (f"**Agreement** of flexible with static (same seed): PSNR **{_db(agreement['psnr'])}**, "
                         f"SSIM **{agreement['ssim']:.3f}** (1 = identical) · condition: *{result.condition_text}* · "
                         f"ran on **{model.device_name}** · {model.variant} variant")
@@ -506,6 +523,9 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
         gr.on([demo.load, model_name.change, variant.change, weak_mode.change, steps.change, guidance.change,
                budget.change], _wrap(app.schedule), [model_name, variant, weak_mode, steps, guidance, budget],
               preview, api_name="schedule", show_progress="hidden", **light)
+        gr.on([demo.load, model_name.change, variant.change, weak_mode.change], _wrap(app.fit_budget),
+              [model_name, variant, weak_mode, guidance, budget], budget, api_name="fit_budget",
+              show_progress="hidden", **light)
         gen_event = run_btn.click(_wrap(app.generate, 120), [*common, weak_mode, budget],
                                   [slider, video_static, video_flexible, static_md, flexible_md, agreement_md,
                                    timeline, raw], api_name="generate", **heavy)

@@ -155,6 +155,21 @@ def test_schedule_preview_warns_instead_of_failing(served):
     assert "steps weak" in public and "weights are not available" in public
 
 
+def test_fit_budget_moves_an_impossible_budget_into_the_reachable_range(served, reference):
+    from flexi_core.sampling import budget_schedule
+    _, client = served
+    for name, mode in (("shapes", "temporal"), ("shapes-video", "temporal"), ("shapes-video", "spatial")):
+        model = reference(name)
+        mode = mode if mode in model.flexible.weak_modes else None
+        with pytest.raises(ValueError, match="below what the weak model alone costs"):
+            budget_schedule(model, 0.05, 50, 4.0, mode)
+        fitted = client.predict(name, "lora", mode or "temporal", 4.0, 5, api_name="/fit_budget")["value"]
+        schedule = budget_schedule(model, fitted / 100, 50, 4.0, mode)  # reachable, with weak and native steps
+        assert 0 < schedule.weak_steps < 50 and 5 < fitted < 100
+        # a reachable budget stays as it is
+        assert "value" not in client.predict(name, "lora", mode or "temporal", 4.0, fitted, api_name="/fit_budget")
+
+
 # --- generate -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,condition,weak_mode", [
