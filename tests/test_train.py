@@ -1,0 +1,103 @@
+"""Distillation lowers the weak-vs-native gap; the native size survives LoRA training; data is deterministic."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_transformer
+from flexi_core import data, registry, train
+from flexi_core.flexible import NATIVE, FlexibleTransformer
+from test_flexible import WEAK, inputs
+
+
+def gap(model, reference, batches):
+    """Mean squared weak-vs-native difference, the native output coming from the frozen original."""
+    with torch.no_grad():
+        return float(np.mean([(model(x, t, c, m) - reference(x, t, c)).pow(2).mean().item()
+                              for x, t, c in batches for m in model.weak_modes]))
+
+
+@pytest.mark.parametrize("name,variant,source", [("shapes", "lora", "self"), ("shapes-text", "lora", "data"),
+                                                 ("shapes-video", "shared", "self")])
+def test_flexify_lowers_the_gap_and_keeps_native_exact(tmp_path, name, variant, source):
+    torch.manual_seed(0)
+    spec = registry.get_spec(name)
+    base = tiny_transformer(name)
+    reference = tiny_transformer(name)  # identical copy: the frozen original
+    model = FlexibleTransformer(base, spec.weak_patches, variant, 4).eval()
+    held_out = [inputs(name, seed=s) for s in range(3)]
+    native_reference = model.family.__class__(reference).native_forward
+    before = gap(model, native_reference, held_out)
+    gen = torch.Generator().manual_seed(5)
+
+    def draw(step, n):
+        if spec.conditioning == "class":
+            return {"class_labels": torch.randint(16, (n,), generator=gen)}
+        h = torch.randn(n, 24, 384, generator=gen)
+        return {"encoder_hidden_states": h, **({"encoder_attention_mask": torch.ones(n, 24)}
+                                                if spec.family == "pixart" else {})}
+
+    def null(n):
+        return draw(0, n)
+
+    def data_batch(step):
+        x, _, c = inputs(name, batch=2, seed=100 + step)
+        return x, torch.randint(0, 1000, (2,), generator=gen), c
+
+    train.flexify(model, spec, 60, 2, tmp_path, draw, null, spec.scheduler, source,
+                  data_batch if source == "data" else None, lr=3e-3)
+    model.eval()
+    after = gap(model, native_reference, held_out)
+    assert after < 0.75 * before, (before, after)
+    x, t, c = held_out[0]
+    with torch.no_grad():
+        if variant == "lora":
+            assert torch.equal(model(x, t, c, NATIVE), native_reference(x, t, c))
+            model.merge_adapters()
+            assert torch.equal(model(x, t, c, NATIVE), native_reference(x, t, c))
+    assert (tmp_path / "ema.safetensors").exists() and (tmp_path / "log.jsonl").exists()
+
+
+def test_interrupted_training_resumes_exactly(tmp_path):
+    """Killed after step 3, resumed: the same weights as 6 steps in one go (optimizer, LR schedule and EMA state all
+    come back from the checkpoint)."""
+    torch.manual_seed(0)
+    x, target, init = torch.randn(16, 3), torch.randn(16, 1), torch.nn.Linear(3, 1).state_dict()
+
+    def run(run_dir, crash_at=None):
+        model = torch.nn.Linear(3, 1)  # a new process: only the checkpoint carries state
+        model.load_state_dict(init)
+
+        def loss(step):
+            if step == crash_at:
+                raise KeyboardInterrupt
+            return (model(x) - target).pow(2).mean()
+        return train.run_training("t", model, loss, 6, run_dir, warmup=2, checkpoint_every=2)
+
+    straight = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", crash_at=3)  # checkpoint at step 2, step 3 lost
+    resumed = run(tmp_path / "b")
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k])
+
+
+def test_data_is_a_pure_function_of_the_seed():
+    a, sa, ca = data.sample(123)
+    b, sb, cb = data.sample(123)
+    assert np.array_equal(a, b) and sa == sb and ca == cb
+    v1, _, _ = data.sample(7, video=True)
+    v2, _, _ = data.sample(7, video=True)
+    assert np.array_equal(v1, v2) and v1.shape == (data.NUM_FRAMES, 32, 32, 3)
+    assert not np.array_equal(data.sample(124)[0], a)
+
+
+def test_scenes_are_valid():
+    for seed in range(200):
+        pixels, scene, caption = data.sample(seed)
+        assert scene.colour in caption and scene.shape in caption
+        assert scene.background in data._distinct_backgrounds(scene.colour)
+        bg = np.array(data.BACKGROUNDS[scene.background])
+        obj = np.array(data.COLOURS[scene.colour])
+        corner = pixels[0, 0] if scene.position_word != "top left" else pixels[-1, -1]
+        centre = pixels[int(scene.cy), int(scene.cx)]
+        assert np.abs(centre.astype(int) - obj).max() < 40 or np.abs(corner.astype(int) - bg).max() < 5
