@@ -291,9 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
     try:
         args.func(args)
     except (UserError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except (MemoryError, torch.OutOfMemoryError):
+        print("error: out of memory; use fewer steps, the CPU, or a model that fits this machine", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
