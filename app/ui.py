@@ -29,12 +29,12 @@ from .runtime import ModelCache, OutputDir, display_image, gpu, message_of, user
 TITLE = "FlexiDiT: the same picture for less compute"
 INTRO = """\
 A diffusion transformer makes an image by denoising pure noise in many small steps, and normally every step costs
-the same. **FlexiDiT** teaches one pre-trained model to also work with **bigger patches** (fewer tokens, so a step
-costs a fraction of the FLOPs). The first, noisy steps only decide the rough layout and colours, which big patches
-handle well; so the flexible sampler runs the first steps with big (*weak*) patches and the last ones with the
-model's own (*native*) patch. Choose a model and what to draw, set how much compute to spend with the **compute
-budget** slider, and press **Generate**: you get the ordinary (*static*) sample and the flexible one from the same
-random seed side by side, with what each cost.
+the same. **FlexiDiT** ([Anagnostidis et al., CVPR 2025](https://arxiv.org/abs/2502.20126)) teaches one pre-trained
+model to also work with **bigger patches** (fewer tokens, so a step costs a fraction of the FLOPs). The first, noisy
+steps only decide the rough layout and colours, which big patches handle well; so the flexible sampler runs the
+first steps with big (*weak*) patches and the last ones with the model's own (*native*) patch. Choose a model and
+what to draw, set how much compute to spend with the **compute budget** slider, and press **Generate**: you get the
+ordinary (*static*) sample and the flexible one from the same random seed side by side, with what each cost.
 """
 DEFAULT_MODEL = "shapes"
 SWEEP_BUDGETS = (100, 75, 55, 40, 25)
