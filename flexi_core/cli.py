@@ -194,6 +194,17 @@ def cmd_bench(args):
     print(f"wrote {Path(args.out) / 'bench.json'}, {Path(args.out) / 'bench.md'} and plots", file=sys.stderr)
 
 
+def cmd_card(args):
+    import torch
+    from . import card
+    from .registry import ASSETS
+    torch.set_num_threads(args.threads)
+    card.training_curves(Path("runs"), ASSETS / "training-curves.png")
+    for name in args.models.split(","):
+        conditions = card.sample_grid(name, ASSETS / f"samples-{name}.png", steps=args.steps)
+        print(name, "columns:", "; ".join(conditions))
+
+
 def _add_model_args(p, generation: bool = True):
     p.add_argument("--model", required=True, help="shapes, shapes-text, shapes-video, dit-xl-2-256, "
                                                   "pixart-alpha-256, cogvideox-2b")
