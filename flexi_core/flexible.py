@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -123,6 +122,8 @@ class FlexibleTransformer(nn.Module):
             for mode in self.weak_modes:
                 config = LoraConfig(r=lora_rank, lora_alpha=lora_rank, target_modules=LORA_TARGETS)
                 inject_adapter_in_model(config, base, adapter_name=mode)
+        self._lora = _lora_layers(base)  # found once; walking the module tree every step costs real time
+        self._active: str | None = None  # the adapter state the LoRA layers are in now
         self._merged: dict[str, Family] = {}
         self._pos_cache: dict = {}
         self._lock = threading.RLock()
@@ -136,17 +137,18 @@ class FlexibleTransformer(nn.Module):
         return self.patches[NATIVE]
 
     # adapters ----------------------------------------------------------------------------------------------------
-    @contextmanager
-    def _adapter(self, mode: str):
-        """Activates the LoRA adapter of `mode` (none for native) for the duration of one call."""
-        layers = _lora_layers(self.base) if self.variant == "lora" else []
-        for layer in layers:
+    def _use_adapter(self, mode: str):
+        """Puts the LoRA layers in `mode`'s state (no adapter for native); called under the lock, so a forward
+        always runs with its own adapter. Switches only when the mode changes."""
+        if self._active == mode:
+            return
+        for layer in self._lora:
             if mode == NATIVE:
                 layer.enable_adapters(False)
             else:
                 layer.enable_adapters(True)
                 layer.set_adapter(mode)
-        yield
+        self._active = mode
 
     def merge_adapters(self):
         """Keeps a merged copy of the base per weak mode: no LoRA FLOPs at inference, one model of memory each."""
@@ -174,13 +176,12 @@ class FlexibleTransformer(nn.Module):
         if mode not in self.patches:
             raise ValueError(f"unknown patch mode {mode!r}; this model has {list(self.patches)}")
         with self._lock:
-            if mode == NATIVE:
-                with self._adapter(NATIVE):
-                    return self.family.native_forward(x, timestep, cond)
             if mode in self._merged:
                 return self._weak_forward(self._merged[mode], x, timestep, cond, mode)
-            with self._adapter(mode):
-                return self._weak_forward(self.family, x, timestep, cond, mode)
+            self._use_adapter(mode)
+            if mode == NATIVE:
+                return self.family.native_forward(x, timestep, cond)
+            return self._weak_forward(self.family, x, timestep, cond, mode)
 
     def _weak_forward(self, family: Family, x, timestep, cond, mode):
         patch = self.patches[mode]

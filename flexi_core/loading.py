@@ -57,7 +57,8 @@ class LoadedModel:
         if self.device.startswith("cuda"):
             return torch.cuda.get_device_name(torch.device(self.device))
         import platform
-        return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"CPU ({platform.machine()}, {threads} thread{'s' if threads > 1 else ''})"
 
     @property
     def variant(self) -> str:
