@@ -536,7 +536,8 @@ def memory(models, quick: bool, threads: int | None) -> dict:
         if quick and any(registry.get_spec(j[0]).embedded for j in jobs):
             skipped.append(f"{name}: quick mode measures one embedded model")
             continue
-        jobs += [(name, c) for c in ("static", "shared", "lora", "lora-merged")]
+        jobs += [(name, c) for c in (("static", "lora", "lora-merged") if quick else
+                                     ("static", "shared", "lora", "lora-merged"))]
     if not jobs:
         return {"rows": [], "skipped": skipped}
     log(f"bench: memory probes ({len(jobs) + 1} fresh processes)")
@@ -610,13 +611,16 @@ def markdown(report: dict) -> str:
         out += ["", f"FlexiDiT paper's targets on DiT-XL/2, {f['steps']} steps (weak/native FLOPs = "
                     f"{f['weak_over_native']:.4f}); `x/y` = native model for the last x conditional / y unconditional "
                     f"steps:", "",
-                "| target | guidance | kind | schedule | T_weak | FLOPs ratio |", "|---|---|---|---|---|---|"]
+                "| target | guidance | kind | closest schedule | T_weak (cond / uncond) | FLOPs ratio | "
+                "`--budget` picks (T_weak, ratio) |", "|---|---|---|---|---|---|---|"]
         for r in f["schedules"]:
             tw = str(r["t_weak"]) + (f" / {r['t_weak_uncond']}" if "t_weak_uncond" in r else "")
+            picks = f"{r['within_budget_t_weak']}, {r['within_budget_ratio']:.2%}" if "within_budget_t_weak" in r \
+                else "–"
             out.append(f"| {r['target']:.0%} | {'yes' if r['guidance'] else 'no'} | {r['kind']} | {r['schedule']} "
-                       f"| {tw} | {r['ratio']:.2%} |")
+                       f"| {tw} | {r['ratio']:.2%} | {picks} |")
         for r in f["paper_schedules"]:
-            out.append(f"| (paper's example) | yes | x/y | {r['schedule']} | – | {r['ratio']:.2%} |")
+            out.append(f"| (paper's example) | yes | x/y | {r['schedule']} | – | {r['ratio']:.2%} | – |")
     w = report.get("wallclock")
     if w:
         out += ["", "## 2. Wall-clock vs FLOPs", "",
@@ -716,25 +720,33 @@ def run_bench(out: Path, quick: bool = False, models=None, quality_json=None, se
     if quick:
         left_out += ["PixArt-alpha timing and memory", "DiT-XL/2 full samples and batch 8 (per-step forwards only, "
                      f"{QUICK_LAYERS} of 28 layers at full width and token count)", "the merged and shared "
-                     "configurations in timing", "memory of all but one embedded model", "running evaluate"]
+                     "configurations in timing", "memory of the shared variant and of all but one embedded model",
+                     "running evaluate (quality only from --quality-json)"]
     repeats = repeats or 3
     batches = tuple(batches or ((1, 8)))
     report = {"meta": {"quick": quick, "command": command, "date": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "machine": machine(), "left_out": left_out, "models": models,
         "settings": {"repeats": repeats, "batches": list(batches), "steps_embedded": steps or (3 if quick else 4),
                      "steps_big": big_steps or 3, "budgets": list(BUDGETS)}}}
+    timings = report["meta"]["section_seconds"] = {}
+
+    def timed(section, fn):
+        t0 = time.perf_counter()
+        report[section] = fn()
+        timings[section] = time.perf_counter() - t0
+
     if "flops" in sections:
         log("bench: FLOPs anchors")
-        report["flops"] = flops_anchors()
+        timed("flops", flops_anchors)
     if "wallclock" in sections:
-        report["wallclock"] = wallclock(models, quick, batches, repeats, steps or (3 if quick else 4),
-                                        big_steps or 3, BUDGETS)
+        timed("wallclock", lambda: wallclock(models, quick, batches, repeats, steps or (3 if quick else 4),
+                                             big_steps or 3, BUDGETS))
         if wallclock_plot(report["wallclock"]["rows"], out / "wallclock.png"):
             report["wallclock"]["plot"] = "wallclock.png"
     if "quality" in sections:
-        report["quality"] = quality(quality_json, models, quick, out, quality_samples)
+        timed("quality", lambda: quality(quality_json, models, quick, out, quality_samples))
     if "memory" in sections:
-        report["memory"] = memory(models, quick, threads)
+        timed("memory", lambda: memory(models, quick, threads))
     report["meta"]["seconds"] = time.perf_counter() - start
     text = markdown(report)
     (out / "bench.md").write_text(text)
