@@ -103,13 +103,22 @@ def load_model(name: str, variant: str = "lora", assets: Path = ASSETS, weights_
     return model.to(device)
 
 
+def _check_complete(info: dict):
+    """diffusers only warns when the weights file lacks tensors of the config's model (and leaves them random)."""
+    missing = sorted(info.get("missing_keys") or [])
+    if missing or info.get("mismatched_keys"):
+        raise ValueError(f"the weights file lacks {len(missing)} tensors of the model's config (e.g. "
+                         f"{', '.join(missing[:2])}) or has tensors of other shapes")
+
+
 def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None) -> LoadedModel:
     folder = assets / spec.name
     _require(folder / "transformer" / "diffusion_pytorch_model.safetensors", f"weights of {spec.name}",
              f"restore assets/ from git or run `python -m flexi_core train --model {spec.name} --export`")
     try:
-        base = transformer_class(spec).from_pretrained(folder / "transformer", torch_dtype=torch.float32,
-                                                       use_safetensors=True)
+        base, info = transformer_class(spec).from_pretrained(folder / "transformer", torch_dtype=torch.float32,
+                                                             use_safetensors=True, output_loading_info=True)
+        _check_complete(info)
     except (OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"weights of {spec.name} in {folder / 'transformer'} are damaged or do not fit: "
                          f"{str(e).splitlines()[0][:200]}") from e
@@ -147,9 +156,10 @@ def _load_public(spec: ModelSpec, variant: str, weights_dir: str | None, flexify
     local_only = not allow_download
     try:
         base = transformer_class(spec).from_pretrained(source, subfolder="transformer", local_files_only=local_only,
-                                                       torch_dtype=torch.float32)
+                                                       torch_dtype=torch.float32, use_safetensors=True)
         vae_cls = AutoencoderKLCogVideoX if spec.family == "cogvideox" else AutoencoderKL
-        vae = vae_cls.from_pretrained(source, subfolder="vae", local_files_only=local_only).eval()
+        vae = vae_cls.from_pretrained(source, subfolder="vae", local_files_only=local_only,
+                                      use_safetensors=True).eval()  # never a pickled .bin
         text = T5Prompts(source, spec.text_tokens, local_only) if spec.conditioning == "text" else None
         from diffusers import DDIMScheduler
         scheduler_config = dict(DDIMScheduler.load_config(source, subfolder="scheduler",
