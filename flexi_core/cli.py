@@ -64,10 +64,16 @@ def cmd_flops(args):
 
 def _load(args):
     from .loading import load_model
+    import torch
     device = args.device
     if device == "auto":
-        import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:1 …") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
     return load_model(args.model, args.variant, weights_dir=args.weights_dir,
                       flexify_file=Path(args.flexify_weights) if args.flexify_weights else None,
                       merged=args.merged, allow_download=args.allow_download, device=device)
@@ -307,6 +313,9 @@ def main(argv=None) -> int:
         args.func(args)
     except (UserError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output folder that cannot be written, a full disk: the system's own message
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except (MemoryError, torch.OutOfMemoryError):
         print("error: out of memory; use fewer steps, the CPU, or a model that fits this machine", file=sys.stderr)

@@ -106,7 +106,10 @@ def _class_index(spec, class_label) -> int:
         if key in names:
             return names.index(key)
         raise ValueError(f"unknown class {class_label!r}; choose one of: {', '.join(names) or '0-999'}")
-    label = int(class_label)
+    try:
+        label = int(class_label)
+    except (TypeError, ValueError):
+        raise ValueError(f"class label {class_label!r} is neither a class name nor a number") from None
     count = len(names) or spec.config["num_embeds_ada_norm"]
     if not 0 <= label < count:
         raise ValueError(f"class {label} is out of range; {spec.name} has classes 0-{count - 1}")
