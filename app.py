@@ -33,6 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch  # after argument parsing, so that --help is instant
@@ -46,8 +50,10 @@ def main(argv=None) -> int:
             demo.flexidit.models.get(name)
         except (FileNotFoundError, ValueError, KeyError) as e:
             print(f"preload {name}: {e}", file=sys.stderr)
-    # SIGTERM (docker stop, a Space restart) exits like Ctrl-C, so the app's temporary outputs are removed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM (docker stop, a Space restart) is handled like Ctrl-C: Gradio closes the server, which deletes the
+    # files it cached for visitors, and the app's own output folder is removed at exit (sys.exit here would skip
+    # the server's shutdown and leave Gradio's cached outputs behind)
+    signal.signal(signal.SIGTERM, _interrupt)
     launch(demo, host=args.host, port=args.port, share=args.share)
     return 0
 

@@ -70,7 +70,14 @@ def _spec(model_name):
 
 
 def _condition(spec, class_label, prompt) -> dict:
-    return {"class_label": class_label} if spec.conditioning == "class" else {"prompt": prompt}
+    """One class or prompt (flexi_core would take a list as a batch of conditions)."""
+    if spec.conditioning == "class":
+        if class_label is not None and (not isinstance(class_label, (str, int)) or isinstance(class_label, bool)):
+            raise ValueError(f"the class must be one name or number, got {class_label!r}"[:200])
+        return {"class_label": class_label}
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError("the prompt must be text")
+    return {"prompt": prompt}
 
 
 def _numbers(seed, steps, guidance) -> tuple[int, int, float]:
@@ -160,8 +167,10 @@ class FlexiDiTApp:
     # stop -----------------------------------------------------------------------------------------------------
     def stop(self, request: gr.Request = None):
         if request is not None and request.session_hash:
-            with self._stops_lock:
-                self._stops[request.session_hash] = time.monotonic()
+            now = time.monotonic()
+            with self._stops_lock:  # forget old presses, so that the dict does not grow with every visitor
+                self._stops = {s: t for s, t in self._stops.items() if now - t < 3600}
+                self._stops[request.session_hash] = now
         gr.Info("Stopped.")
 
     def _progress(self, progress, request, started: float):
