@@ -31,10 +31,11 @@ import torch
 
 from . import registry
 from .flexible import NATIVE, FlexibleTransformer
-from .flops import counted_flops, forward_flops, spec_flops
+from .flops import counted_flops, spec_flops
 from .schedule import Schedule, schedule_for_budget, total_flops
 
 BUDGETS = (1.0, 0.75, 0.55, 0.40, 0.25)
+SECTIONS = ("flops", "wallclock", "quality", "memory")
 DIT_PAPER_GMACS = {2: 118.6, 4: 29.1, 8: 7.4}  # Peebles & Xie, Table 4 ("Gflops" there are multiply-adds)
 PAPER_TARGETS = (0.64, 0.46, 0.29)  # FlexiDiT, ImageNet 256, DiT-XL/2, 250 steps (FID 2.25 / 2.64 / 3.24)
 PAPER_SCHEDULES = ("70/70", "90/50")  # schedules the paper names in x/y notation, 250 steps
@@ -765,7 +766,10 @@ def run_bench(out: Path, quick: bool = False, models=None, quality_json=None, se
     models = list(models or (*EMBEDDED, *BIG))
     for m in models:
         registry.get_spec(m)
-    sections = set(sections or ("flops", "wallclock", "quality", "memory"))
+    sections = set(sections or SECTIONS)
+    if sections - set(SECTIONS):
+        raise ValueError(f"unknown section(s) {', '.join(sorted(sections - set(SECTIONS)))}; choose from "
+                         f"{', '.join(SECTIONS)}")
     left_out = []
     if quick:
         left_out += ["PixArt-alpha timing and memory", "DiT-XL/2 full samples and batch 8 (per-step forwards only, "
