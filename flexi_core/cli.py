@@ -303,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--big-steps", type=int, help="denoising steps per timed sample, DiT-XL/2 and PixArt (3)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own default)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("card", help="model-card figures: training curves (from runs/) and sample grids")
+    p.add_argument("--models", default="shapes,shapes-text,shapes-video")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_card)
     return parser
 
 
