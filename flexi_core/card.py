@@ -48,7 +48,10 @@ def sample_grid(name: str, out: Path, budgets=(1.0, 0.55, 0.4), n: int = 8, step
                                       else {"prompt": conditions}))
     rows = []
     for b in budgets:
-        schedule = Schedule.static(steps) if b >= 1 else budget_schedule(model, b, steps, spec.guidance)
+        try:
+            schedule = Schedule.static(steps) if b >= 1 else budget_schedule(model, b, steps, spec.guidance)
+        except ValueError:  # below what the weak model costs (e.g. the temporal video mode): no row
+            continue
         px = sample(model, cond, schedule, list(range(n)), spec.guidance).pixels
         if px.ndim == 5:  # video: frames 0, 2, 4, 6 stacked vertically per sample
             px = np.concatenate([px[:, i] for i in range(0, px.shape[1], 2)], axis=1)

@@ -128,7 +128,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
             if baselines and variant == variants[0]:
                 add(model, "-", "reverse (weak last)", budget,
                     Schedule(steps, schedule.native_cond, schedule.native_uncond, mode, weak_last=True))
-                fewer = max(1, round(budget * steps))
+                fewer = max(1, int(budget * steps))  # floor: the baseline stays within its budget
                 add(model, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode), fewer)
         if baselines and variant == variants[0]:
             add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
