@@ -24,7 +24,8 @@ from flexi_core.registry import SPECS, get_spec
 
 from . import plots
 from .plots import patch_text, si
-from .runtime import ModelCache, OutputDir, display_image, gpu, message_of, user_errors, write_video
+from .runtime import (ModelCache, OutputDir, display_image, gpu, limit_malloc_arenas, message_of, release_memory,
+                      user_errors, write_video)
 
 TITLE = "FlexiDiT: the same picture for less compute"
 INTRO = """\
@@ -396,8 +397,9 @@ class FlexiDiTApp:
 
 
 def _wrap(fn, gpu_seconds: int | None = None):
-    """User errors become messages and Stop ends a job quietly; with `gpu_seconds`, ZeroGPU lends a GPU for the
-    call (a no-op elsewhere). Light events (controls, schedule preview) never ask for one."""
+    """User errors become messages and Stop ends a job quietly; with `gpu_seconds` (the generation jobs), ZeroGPU
+    lends a GPU for the call (a no-op elsewhere) and the memory the job freed goes back to the system. Light events
+    (controls, schedule preview) never ask for either."""
     handled = user_errors(fn, passthrough=(Cancelled,))
 
     @functools.wraps(fn)
@@ -407,12 +409,16 @@ def _wrap(fn, gpu_seconds: int | None = None):
         except Cancelled:
             raise gr.Error("stopped before the end; press the button again to run it", title="Stopped",
                            print_exception=False) from None
+        finally:
+            if gpu_seconds:
+                release_memory()
     return gpu(duration=gpu_seconds)(run) if gpu_seconds else run
 
 
 def build_demo(assets: Path | str | None = None, allow_download: bool = False, concurrency: int = 1,
                queue_size: int = 16) -> gr.Blocks:
     """The Blocks app; `assets` overrides flexi_core's assets folder (tests use tiny random-weight models)."""
+    limit_malloc_arenas()
     app = FlexiDiTApp(Path(assets) if assets else None, allow_download)
     spec = get_spec(DEFAULT_MODEL)
     with gr.Blocks(title="FlexiDiT demo", delete_cache=(900, 1800)) as demo:

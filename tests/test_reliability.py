@@ -532,13 +532,13 @@ def run_jobs(clients, count: int, seed0: int = 0):
         done += len(wave)
 
 
-@pytest.mark.xfail(reason="open: app.py grew 639 -> 751 MiB over 100 jobs after warm-up (about 1.1 MiB a job); "
-                          "see RELIABILITY.md", strict=False)
 def test_memory_returns_to_its_level_after_100_jobs(app_process):
+    """After a warm-up, 100 more jobs leave the app's resident memory where it was (RELIABILITY.md: without the
+    app's malloc arena limit and trim, it grew by about 1 MiB a job)."""
     from gradio_client import Client
     pid, url = app_process["proc"].pid, app_process["url"]
     clients = [Client(url, verbose=False) for _ in range(4)]
-    run_jobs(clients, 24)  # warm-up: first-time allocations (kernels, fonts, caches, thread arenas)
+    run_jobs(clients, 48)  # warm-up: first-time allocations (kernels, fonts, caches, worker threads)
     before = rss_mib(pid)
     run_jobs(clients, 100, seed0=1000)
     after = rss_mib(pid)
