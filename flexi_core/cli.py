@@ -179,7 +179,7 @@ def cmd_evaluate(args):
     quick = args.quick
     result = evaluate(args.model, n=args.samples or (16 if quick else 256), steps=args.steps or (10 if quick else None),
                       budgets=(1.0, 0.55) if quick else BUDGETS, variants=tuple(args.variants.split(",")),
-                      baselines=not args.no_baselines, weak_mode=args.weak_mode)
+                      baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg)
     print(markdown_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
@@ -281,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--variants", default="lora,shared")
     p.add_argument("--weak-mode", help="video: temporal or spatial")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale for every row (default: the model's)")
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100% and 55%")
+    p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100%% and 55%%")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     p.set_defaults(func=cmd_evaluate)

@@ -68,3 +68,12 @@ def test_errors_are_one_line(tiny_assets, args, message):
 def test_missing_assets_say_how_to_get_them(tmp_path):
     r = run(["generate", "--model", "shapes", "--class-label", "red circle"], assets=tmp_path / "missing")
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "flops", "flexify", "evaluate", "bench", "card"])
+def test_every_command_has_help(command):
+    """`--help` prints every flag (argparse formats help strings with %, so a stray % breaks it)."""
+    from flexi_core.cli import build_parser
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([command, "--help"])
+    assert done.value.code == 0
