@@ -37,7 +37,7 @@ def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "sha
     plt.close(fig)
 
 
-def sample_grid(name: str, out: Path, budgets=(1.0, 0.55, 0.4), n: int = 8, steps: int | None = None,
+def sample_grid(name: str, out: Path, budgets=(1.0, 0.75, 0.55, 0.4), n: int = 8, steps: int | None = None,
                 variant: str = "lora", scale: int = 3):
     """Rows: budgets (first row static); columns: the first n evaluation conditions; videos show 4 frames."""
     spec = get_spec(name)

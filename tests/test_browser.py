@@ -1,10 +1,10 @@
 """The app in a real browser: headless Chromium (Debian's `chromium` package, driven by Playwright with
 `executable_path`; no browser download) opens the page, sets a budget, clicks Generate, waits for both images and
-saves a full-page screenshot to docs/screenshot-app.png.
+saves a full-page screenshot.
 
 Needs `apt-get install -y chromium` and `pip install playwright`; skipped, saying so, when either is missing.
-Runs on the tiny random-weight models unless FLEXIDIT_TEST_ASSETS names an assets folder (e.g. the trained
-assets/, for the README screenshot).
+Runs on the tiny random-weight models (screenshot in the test's temporary folder) unless FLEXIDIT_TEST_ASSETS names
+an assets folder: with the trained assets/ it writes the README's docs/screenshot-app.png.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SCREENSHOT = ROOT / "docs" / "screenshot-app.png"
+README_SCREENSHOT = ROOT / "docs" / "screenshot-app.png"
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -33,13 +33,14 @@ pytestmark = [
 ]
 
 
-def test_budget_generate_and_screenshot(tiny_assets):
+def test_budget_generate_and_screenshot(tiny_assets, tmp_path):
     from test_app import launch
 
     from flexi_core.loading import load_model
     from flexi_core.registry import get_spec
     from flexi_core.sampling import budget_schedule
     assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
+    screenshot = README_SCREENSHOT if os.environ.get("FLEXIDIT_TEST_ASSETS") else tmp_path / "screenshot-app.png"
     demo, url = launch(assets)
     spec = get_spec("shapes")  # the page's default model
     budget = 40
@@ -70,10 +71,10 @@ def test_budget_generate_and_screenshot(tiny_assets):
                                            arg=images.nth(i).element_handle(), timeout=30_000)
                 expect(page.locator("#flexible-stats")).to_contain_text(f"Flexible ({budget}% budget)")
                 expect(page.locator("#static-stats")).to_contain_text("FLOPs")
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                screenshot.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
             finally:
                 browser.close()
     finally:
         demo.close()
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
