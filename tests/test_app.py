@@ -34,8 +34,8 @@ def assets(tiny_assets):
     return Path(os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets)
 
 
-@pytest.fixture(scope="module")
-def served(assets):
+def serving(assets):
+    """(demo, gradio_client) of the app on `assets`, for a fixture to `yield from`; closed afterwards."""
     from gradio_client import Client
     demo, url = launch(assets)
     try:
@@ -44,9 +44,9 @@ def served(assets):
         demo.close()
 
 
-@pytest.fixture(scope="module")
-def reference(assets):
-    """flexi_core's own models, loaded as the app documents it loads them (adapters of embedded models merged)."""
+def reference_models(assets):
+    """get(name, variant) -> flexi_core's own model, loaded apart from the app's cache as the app documents it
+    loads them (adapters of embedded models merged)."""
     from flexi_core.loading import load_model
     from flexi_core.registry import get_spec
     cache = {}
@@ -56,6 +56,16 @@ def reference(assets):
             cache[name, variant] = load_model(name, variant, assets=assets, merged=get_spec(name).embedded)
         return cache[name, variant]
     return get
+
+
+@pytest.fixture(scope="module")
+def served(assets):
+    yield from serving(assets)
+
+
+@pytest.fixture(scope="module")
+def reference(assets):
+    return reference_models(assets)
 
 
 def image_of(path) -> np.ndarray:
@@ -328,15 +338,21 @@ def _sampling_threads() -> int:
     return count
 
 
-def test_stop_ends_the_running_job(served):
+def start_long_job(demo):
+    """A 1000-step /generate job from a new client, once its sampling has started: (client, job)."""
     from gradio_client import Client
-    demo, _ = served
     client = Client(demo.local_url, verbose=False)
     job = client.submit(*generate_args(steps=1000), api_name="/generate")
     deadline = time.monotonic() + 120
     while _sampling_threads() == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert _sampling_threads() == 1, "the job never started"
+    return client, job
+
+
+def test_stop_ends_the_running_job(served):
+    demo, _ = served
+    client, job = start_long_job(demo)
     client.predict(api_name="/stop")
     deadline = time.monotonic() + 30
     while _sampling_threads() and time.monotonic() < deadline:

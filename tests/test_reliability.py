@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_app import downscale, error_of, generate_args, image_of, launch
+from test_app import downscale, error_of, generate_args, image_of, launch, reference_models, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
@@ -36,26 +36,12 @@ SECRET = "hf_reliabilityTestSecretToken0123456789"
 
 @pytest.fixture(scope="module")
 def reference(tiny_assets):
-    """flexi_core's own models, loaded apart from the app's cache (adapters of embedded models merged, as the app
-    does)."""
-    from flexi_core.loading import load_model
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = load_model(name, "lora", assets=tiny_assets, merged=True)
-        return cache[name]
-    return get
+    return reference_models(tiny_assets)
 
 
 @pytest.fixture(scope="module")
 def served(tiny_assets):
-    from gradio_client import Client
-    demo, url = launch(tiny_assets)
-    try:
-        yield demo, Client(url, verbose=False)
-    finally:
-        demo.close()
+    yield from serving(tiny_assets)
 
 
 def expected(reference, args):
@@ -432,14 +418,9 @@ def test_a_failure_inside_generation_leaves_the_model_usable(served, reference, 
 
 def test_stop_frees_the_model_for_the_next_job(served, reference):
     """After Stop (test_app checks that sampling ends), the model's lock is free and the next job is exact."""
-    from gradio_client import Client
-    from test_app import _sampling_threads
+    from test_app import start_long_job
     demo, _ = served
-    client = Client(demo.local_url, verbose=False)
-    job = client.submit(*generate_args(steps=1000), api_name="/generate")
-    deadline = time.monotonic() + 120
-    while _sampling_threads() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    client, job = start_long_job(demo)
     client.predict(api_name="/stop")
     assert "stopped" in error_of(lambda: job.result(timeout=60))
     assert lock_is_free(demo.flexidit.models.get("shapes").flexible._lock)
