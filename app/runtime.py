@@ -135,7 +135,7 @@ M_ARENA_MAX = -8  # mallopt parameter, glibc's malloc.h
 
 def limit_malloc_arenas(count: int = 2):
     """glibc gives new threads their own malloc arenas; Gradio runs jobs on changing worker threads, and the memory
-    a job frees stays behind as fragmented pages in many arenas: the app grew by about 1.3 MiB a job (RELIABILITY.md).
+    a job frees stays behind as fragmented pages in many arenas: the app grew by about 1 MiB a job (RELIABILITY.md).
     A few arenas, trimmed after each job (`release_memory`), keep it at its level. A no-op off glibc."""
     libc = _libc()
     if libc is not None:

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_transformer
 from flexi_core import data, registry, train
 from flexi_core.flexible import NATIVE, FlexibleTransformer
-from test_flexible import WEAK, inputs
+from test_flexible import inputs
 
 
 def gap(model, reference, batches):
