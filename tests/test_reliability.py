@@ -512,20 +512,24 @@ def run_jobs(clients, count: int, seed0: int = 0):
         done += len(wave)
 
 
-@pytest.mark.xfail(reason="passes most runs (656.5 -> 651.6 MiB) but one full-suite run measured 598.9 -> 652.2 "
-                          "MiB: the warm-up level is not always reached after 48 jobs; see RELIABILITY.md", strict=False)
 def test_memory_returns_to_its_level_after_100_jobs(app_process):
-    """After a warm-up, 100 more jobs leave the app's resident memory where it was (RELIABILITY.md: without the
-    app's malloc arena limit and trim, it grew by about 1 MiB a job)."""
+    """After a warm-up, the app's resident memory stays level over 100+ more jobs (RELIABILITY.md: without the
+    app's malloc arena limit and trim, it grew by about 1 MiB a job).
+
+    RSS read after each wave of 12 jobs alternates by ~30 MiB between waves (allocator pages taken and given
+    back), so the level compared is the peak over a window of 3 waves: the first window against the one 108 jobs
+    later."""
     from gradio_client import Client
     pid, url = app_process["proc"].pid, app_process["url"]
     clients = [Client(url, verbose=False) for _ in range(4)]
     run_jobs(clients, 48)  # warm-up: first-time allocations (kernels, fonts, caches, worker threads)
-    before = rss_mib(pid)
-    run_jobs(clients, 100, seed0=1000)
-    after = rss_mib(pid)
-    print(f"app.py RSS: {before:.1f} MiB after warm-up, {after:.1f} MiB after 100 more jobs")
-    assert after - before < MEMORY_TOLERANCE_MIB, (before, after)
+    levels = []
+    for wave in range(12):
+        run_jobs(clients, 12, seed0=1000 + 12 * wave)
+        levels.append(rss_mib(pid))
+    before, after = max(levels[:3]), max(levels[-3:])
+    print(f"app.py RSS after each wave of 12 jobs: {[round(v, 1) for v in levels]} MiB")
+    assert after - before < MEMORY_TOLERANCE_MIB, levels
 
 
 TRAVERSALS = ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../../../etc/passwd",
