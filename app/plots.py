@@ -39,7 +39,8 @@ def mode_colours(patches: dict) -> dict:
 
 def timeline(runs: list[tuple[str, list]], patches: dict) -> Figure:
     """One bar per denoising step, height = FLOPs of that step, colour = patch size of its conditional pass; one
-    panel per run (static, flexible) on a shared y axis so the saving is visible at a glance."""
+    panel per run (static, flexible) on a shared y axis so the saving is visible at a glance; hatched: a step whose
+    unconditional pass runs at another patch size than its conditional one."""
     colours = mode_colours(patches)
     fig = Figure(figsize=(9, 2.2 + 1.6 * len(runs)), layout="constrained")
     axes = fig.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
@@ -61,6 +62,9 @@ def timeline(runs: list[tuple[str, list]], patches: dict) -> Figure:
     axes[-1].set_xlabel("denoising step (0 = pure noise → last = final image)")
     handles = [LegendPatch(color=colours[m], label=f"{mode_name(m)}, patch {patch_text(patches[m])}")
                for m in patches if m in used]
+    if any(r.uncond_mode not in (None, r.cond_mode) for _, records in runs for r in records):
+        handles.append(LegendPatch(facecolor="white", edgecolor="black", hatch="//",
+                                   label="unconditional pass weak (guidance base: weak conditional)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     return fig
 

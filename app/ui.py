@@ -259,8 +259,13 @@ class FlexiDiTApp:
             return head + "At this budget the flexible run is the static one."
         if weak == steps:
             return head + f"Every step uses the weak {patch_text(patches[mode])} patch."
-        return head + (f"Steps 1-{weak} use the weak {patch_text(patches[mode])} patch, the last {steps - weak} "
+        text = head + (f"Steps 1-{weak} use the weak {patch_text(patches[mode])} patch, the last {steps - weak} "
                        f"the native {patch_text(patches['native'])} patch.")
+        weak_uncond = steps - sched.native_uncond
+        if guidance > 1 and weak_uncond > weak:
+            text += (f" The unconditional pass stays weak for {weak_uncond} steps: in steps {weak + 1}-{weak_uncond} "
+                     "guidance starts from the weak model's conditional prediction (hatched in the timeline).")
+        return text
 
     def fit_budget(self, model_name, variant, weak_mode, guidance, budget):
         """After a change of model or weak patch, a budget below what the weak patch alone costs (every step weak)

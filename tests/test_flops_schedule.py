@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_transformer
 from flexi_core import flops, registry
 from flexi_core.flexible import FlexibleTransformer
-from flexi_core.schedule import Schedule, schedule_for_budget, total_flops
+from flexi_core.schedule import UNCOND_WEAK_FACTOR, Schedule, schedule_for_budget, total_flops
 from test_flexible import OVERRIDES, WEAK, inputs
 
 
@@ -61,10 +61,28 @@ def test_budget_never_exceeded_and_monotone(guidance):
         assert used <= b * static + 1e-9
         assert used >= previous  # more budget never buys fewer native steps
         previous = used
-        # and it is the best one: one more native step would break the budget
-        if s.native_cond < steps:
-            assert total_flops(Schedule(steps, s.native_cond + 1, s.native_cond + 1), FLOPS_OF, guidance) > b * static
+        weak_cond, weak_uncond = steps - s.native_cond, steps - s.native_uncond
+        if not guidance:
+            assert weak_uncond == weak_cond
+            continue
+        assert weak_cond <= weak_uncond <= min(steps, UNCOND_WEAK_FACTOR * weak_cond)
+        # and it is the best one: one more native conditional step (even with the unconditional pass as weak as
+        # allowed) or one more native unconditional step would break the budget
+        over = lambda wc, wu: total_flops(Schedule(steps, steps - wc, steps - wu), FLOPS_OF, guidance) > b * static
+        if weak_cond > 0:
+            assert over(weak_cond - 1, min(steps, UNCOND_WEAK_FACTOR * (weak_cond - 1)))
+        if weak_uncond > weak_cond:
+            assert over(weak_cond, weak_uncond - 1)
     assert schedule_for_budget(1.0, steps, FLOPS_OF, guidance).weak_steps == 0
+
+
+def test_guided_schedules_keep_the_unconditional_pass_weak_longer():
+    """The paper's x/y schedules: at 56% of the FLOPs the conditional pass runs native for more steps than the
+    unconditional one; with the budget the weak model alone costs, both are weak throughout."""
+    s = schedule_for_budget(0.56, 25, FLOPS_OF, True)
+    assert s.native_cond > s.native_uncond and s.label == "15/6"  # weak: 10 conditional, 19 unconditional steps
+    assert schedule_for_budget(0.23, 25, FLOPS_OF, True).label == "0/0"
+    assert schedule_for_budget(1.0, 25, FLOPS_OF, True).label == "25/25"
 
 
 @pytest.mark.parametrize("budget", [0, -0.5, 1.5, float("nan"), 0.1])
