@@ -314,6 +314,10 @@ class FlexiDiTApp:
                        f"({_saving(static.seconds, flexible.seconds, 'time')})\n\n"
                        + (f"all {steps} steps with the weak {patch_text(patches[mode])} patch" if weak == steps else
                           f"{weak} of {steps} steps with the weak {patch_text(patches[mode])} patch, then native"))
+        if math.isfinite(time_saving) and time_saving < flops_saving / 2:
+            flexible_md += ("\n\nTime saves less than FLOPs here: time follows FLOPs where the model is "
+                            "compute-bound; a small model at batch 1 is bound by per-call overhead, and the hatched "
+                            "steps run two forwards (see BENCHMARKS.md).")
         agreement_md = (f"**Agreement** of flexible with static (same seed): PSNR **{_db(agreement['psnr'])}**, "
                         f"SSIM **{agreement['ssim']:.3f}** (1 = identical) · condition: *{result.condition_text}* · "
                         f"ran on **{model.device_name}** · {model.variant} variant")
