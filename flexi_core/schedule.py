@@ -63,8 +63,9 @@ def total_flops(schedule: Schedule, flops_of: dict, guidance: bool) -> int:
 
 # With guidance, the unconditional pass stays weak for up to UNCOND_WEAK_FACTOR x as many steps as the conditional
 # one (the paper's x/y schedules, e.g. 90/50 of 250). In the steps between, the guidance base is the weak model's
-# conditional prediction (sampling.py), so guidance pushes the native model away from its own weak version. Measured on the shipped shapes model (25 DDIM steps, 256 samples, 56% of the static FLOPs): 10/10 87.1%
-# judged correct, 12/8 93.8%, 14/6 94.1%, 16/4 93.4%, 20/0 84.8% (static 94.5%); see assets/README.md.
+# conditional prediction (sampling.py), so guidance pushes the native model away from its own weak version.
+# Measured on the shipped shapes model (25 DDIM steps, 256 samples, ~56% of the static FLOPs): 10/10 87.1% judged
+# correct, 12/8 93.8%, 14/6 94.1%, 16/4 93.4%, 20/0 84.8% (static 94.5%); see assets/README.md.
 UNCOND_WEAK_FACTOR = 2
 
 
