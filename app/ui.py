@@ -262,7 +262,7 @@ class FlexiDiTApp:
         text = head + (f"Steps 1-{weak} use the weak {patch_text(patches[mode])} patch, the last {steps - weak} "
                        f"the native {patch_text(patches['native'])} patch.")
         weak_uncond = steps - sched.native_uncond
-        if guidance > 1 and weak_uncond > weak:
+        if weak_uncond > weak:  # only with guidance: without it the schedule is x/x
             text += (f" The unconditional pass stays weak for {weak_uncond} steps: in steps {weak + 1}-{weak_uncond} "
                      "guidance starts from the weak model's conditional prediction (hatched in the timeline).")
         return text
