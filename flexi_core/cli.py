@@ -149,14 +149,12 @@ def cmd_flexify(args):
     import json
     import torch
     from . import train
-    from .flexible import FlexibleTransformer
     from .loading import load_model
     torch.set_num_threads(args.threads)
-    model = load_model(args.model, args.variant, weights_dir=args.weights_dir, allow_download=args.allow_download)
+    # --restart: the original transformer (not a shared variant's fine-tuned copy) with fresh weak layers
+    model = load_model(args.model, args.variant, weights_dir=args.weights_dir, allow_download=args.allow_download,
+                       fresh=args.restart, lora_rank=args.lora_rank)
     spec = model.spec
-    if args.restart or not model.flexify_trained:  # start from the PI-resize initialisation
-        rank = args.lora_rank or model.flexible.lora_rank
-        model.flexible = FlexibleTransformer(model.flexible.base, spec.weak_patches, args.variant, rank)
     draw, null = train.condition_sampler(model, args.prompts)
     data_batch = train.procedural_xt(model, args.batch_size) if args.source == "data" else None
     if args.source == "data" and not spec.embedded:
@@ -265,12 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--lora-rank", type=int, help="LoRA rank (default 8 for embedded models, 32 for public ones)")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank of new adapters (default 8 for embedded models, 32 for public ones)")
     p.add_argument("--source", default="self", choices=["self", "data"],
                    help="x_t from the teacher's own trajectories (data-free) or from the procedural dataset")
     p.add_argument("--prompts", help="text file, one prompt per line (text models without procedural captions)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--restart", action="store_true", help="start from the PI-resize init, not shipped weights")
+    p.add_argument("--restart", action="store_true", help="start afresh from the original transformer (PI-resize init), not from the shipped flexify weights")
     p.add_argument("--run-dir")
     p.add_argument("--out", help="output .safetensors (default assets/MODEL/flexify-VARIANT.safetensors)")
     p.set_defaults(func=cmd_flexify)

@@ -89,14 +89,16 @@ def _flexible(base, spec: ModelSpec, variant: str, flexify_file: Path | None, lo
 
 def load_model(name: str, variant: str = "lora", assets: Path = ASSETS, weights_dir: str | None = None,
                flexify_file: Path | None = None, merged: bool = False, allow_download: bool = False,
-               device: str = "cpu") -> LoadedModel:
+               device: str = "cpu", fresh: bool = False, lora_rank: int | None = None) -> LoadedModel:
+    """`fresh` skips the flexify weights: the original transformer with new weak layers (PI-resize init) and, for
+    the LoRA variant, new adapters of `lora_rank` (default 8 embedded, 32 public) — what `flexify --restart` trains."""
     spec = get_spec(name)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
     if spec.embedded:
-        model = _load_embedded(spec, variant, assets, flexify_file)
+        model = _load_embedded(spec, variant, assets, flexify_file, fresh, lora_rank or 8)
     else:
-        model = _load_public(spec, variant, weights_dir, flexify_file, allow_download)
+        model = _load_public(spec, variant, weights_dir, flexify_file, allow_download, fresh, lora_rank or 32)
     if merged:
         model.flexible.merge_adapters()
     model.flexible.eval()
@@ -111,7 +113,8 @@ def _check_complete(info: dict):
                          f"{', '.join(missing[:2])}) or has tensors of other shapes")
 
 
-def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None) -> LoadedModel:
+def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None, fresh: bool,
+                   lora_rank: int) -> LoadedModel:
     folder = assets / spec.name
     _require(folder / "transformer" / "diffusion_pytorch_model.safetensors", f"weights of {spec.name}",
              f"restore assets/ from git or run `python -m flexi_core train --model {spec.name} --export`")
@@ -122,8 +125,8 @@ def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Pa
     except (OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"weights of {spec.name} in {folder / 'transformer'} are damaged or do not fit: "
                          f"{str(e).splitlines()[0][:200]}") from e
-    flexible, trained = _flexible(base, spec, variant, flexify_file or folder / f"flexify-{variant}.safetensors",
-                                  lora_rank=8)
+    file = None if fresh else flexify_file or folder / f"flexify-{variant}.safetensors"
+    flexible, trained = _flexible(base, spec, variant, file, lora_rank)
     vae = load_embedded_vae(assets)
     text = None
     if spec.conditioning == "text":
@@ -150,7 +153,7 @@ class T5Prompts:
 
 
 def _load_public(spec: ModelSpec, variant: str, weights_dir: str | None, flexify_file: Path | None,
-                 allow_download: bool) -> LoadedModel:
+                 allow_download: bool, fresh: bool, lora_rank: int) -> LoadedModel:
     from diffusers import AutoencoderKL, AutoencoderKLCogVideoX
     source = weights_dir or spec.repo
     local_only = not allow_download
@@ -171,5 +174,6 @@ def _load_public(spec: ModelSpec, variant: str, weights_dir: str | None, flexify
             f"Face cache (`huggingface-cli download {spec.repo}` on a machine with internet) or pass a local "
             f"folder with --weights-dir; --allow-download fetches them when a network is there. "
             f"[{type(e).__name__}]") from None
-    flexible, trained = _flexible(base, spec, variant, Path(flexify_file) if flexify_file else None, lora_rank=32)
+    file = None if fresh or not flexify_file else Path(flexify_file)
+    flexible, trained = _flexible(base, spec, variant, file, lora_rank)
     return LoadedModel(spec, flexible, vae, text, scheduler_config, trained, vae.config.scaling_factor)

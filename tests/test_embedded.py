@@ -40,3 +40,22 @@ def test_judge_reads_real_samples():
     assert np.mean([r["background"] == s.background for r, s in zip(reads, scenes)]) >= 0.98
     videos, vscenes, _ = data.batch(range(96_000_000, 96_000_100), video=True)
     assert np.mean([judge.read_video(v)["direction"] == s.direction for v, s in zip(videos, vscenes)]) >= 0.95
+
+
+def test_fresh_shared_variant_starts_from_the_original_transformer():
+    """`flexify --restart` of the shared variant must distil from the shipped transformer, not from the fine-tuned
+    copy inside the last flexify-shared file (that bug kept an old base alive after the base was retrained)."""
+    import torch
+    original, shipped = load_model("shapes", "lora"), load_model("shapes", "shared")
+    fresh = load_model("shapes", "shared", fresh=True)
+    assert shipped.flexify_trained and not fresh.flexify_trained
+    x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([500, 100])
+    cond = {"class_labels": torch.tensor([1, 2])}
+    with torch.no_grad():
+        want = original.flexible(x, t, cond, "native")
+        assert torch.equal(fresh.flexible(x, t, cond, "native"), want)
+        assert not torch.equal(shipped.flexible(x, t, cond, "native"), want)
+    original_weights = {name.replace(".base_layer", ""): weight  # peft wraps the LoRA targets
+                        for name, weight in original.flexible.base.named_parameters() if "lora_" not in name}
+    for name, weight in fresh.flexible.base.named_parameters():
+        assert torch.equal(weight, original_weights[name]), name
