@@ -35,12 +35,14 @@ def requested(spec, scene, condition: str) -> dict:
     """The attributes a condition asks for: colour and shape always, the rest when the caption names them."""
     want = {"colour": scene.colour, "shape": scene.shape}
     if spec.conditioning == "text":
-        for key, word in (("background", scene.background), ("size", scene.size_word),
-                          ("position", scene.position_word)):
+        named = {"background": scene.background, "size": scene.size_word}
+        if spec.modality == "video":  # video captions name a direction, never a position ("moving left")
+            want["direction"] = scene.direction
+        else:
+            named["position"] = scene.position_word
+        for key, word in named.items():
             if f" {word} " in f" {condition} ":
                 want[key] = word
-        if spec.modality == "video":
-            want["direction"] = scene.direction
     return want
 
 

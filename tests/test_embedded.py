@@ -59,3 +59,21 @@ def test_fresh_shared_variant_starts_from_the_original_transformer():
                         for name, weight in original.flexible.base.named_parameters() if "lora_" not in name}
     for name, weight in fresh.flexible.base.named_parameters():
         assert torch.equal(weight, original_weights[name]), name
+
+
+@pytest.mark.parametrize("name", ["shapes-text", "shapes-video"])
+def test_scoring_asks_only_for_what_the_caption_names(name):
+    """A video caption's "moving left" is a direction, not a position (that slip failed correct samples)."""
+    from flexi_core.evaluate import eval_set, requested
+    from flexi_core.registry import get_spec
+    spec = get_spec(name)
+    _, scenes, captions = eval_set(spec, 64)
+    wants = [requested(spec, s, c) for s, c in zip(scenes, captions)]
+    assert all(w["colour"] == s.colour and w["shape"] == s.shape for w, s in zip(wants, scenes))
+    if name == "shapes-video":
+        assert all("position" not in w and w["direction"] == s.direction for w, s in zip(wants, scenes))
+    else:
+        assert any("position" in w for w in wants)
+        assert all(w.get("position", s.position_word) == s.position_word
+                   and (("position" in w) == (f" {s.position_word} " in f" {c} "))
+                   for w, s, c in zip(wants, scenes, captions))
