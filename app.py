@@ -34,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _interrupt(*_):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM (e.g. from a wrapper) must not break the shutdown
     raise KeyboardInterrupt
 
 

@@ -263,12 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--lora-rank", type=int, help="LoRA rank of new adapters (default 8 for embedded models, 32 for public ones)")
+    p.add_argument("--lora-rank", type=int,
+                   help="LoRA rank of new adapters (default 8 for embedded models, 32 for public ones)")
     p.add_argument("--source", default="self", choices=["self", "data"],
                    help="x_t from the teacher's own trajectories (data-free) or from the procedural dataset")
     p.add_argument("--prompts", help="text file, one prompt per line (text models without procedural captions)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--restart", action="store_true", help="start afresh from the original transformer (PI-resize init), not from the shipped flexify weights")
+    p.add_argument("--restart", action="store_true",
+                   help="start afresh from the original transformer (PI-resize init), not from the flexify weights")
     p.add_argument("--run-dir")
     p.add_argument("--out", help="output .safetensors (default assets/MODEL/flexify-VARIANT.safetensors)")
     p.set_defaults(func=cmd_flexify)

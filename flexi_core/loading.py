@@ -91,7 +91,7 @@ def load_model(name: str, variant: str = "lora", assets: Path = ASSETS, weights_
                flexify_file: Path | None = None, merged: bool = False, allow_download: bool = False,
                device: str = "cpu", fresh: bool = False, lora_rank: int | None = None) -> LoadedModel:
     """`fresh` skips the flexify weights: the original transformer with new weak layers (PI-resize init) and, for
-    the LoRA variant, new adapters of `lora_rank` (default 8 embedded, 32 public) — what `flexify --restart` trains."""
+    the LoRA variant, new adapters of `lora_rank` (default 8 embedded, 32 public): what `flexify --restart` trains."""
     spec = get_spec(name)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
