@@ -33,8 +33,13 @@ def cmd_train(args):
     spec = registry.get_spec(args.model)
     if not spec.embedded:
         raise UserError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA GPU is visible to torch here")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # small models: launch-bound
     vae = load_embedded_vae()
-    model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr)
+    model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
+                             device=args.device, init_from=args.init_from, data_workers=args.data_workers)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -234,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--run-dir", help="checkpoint folder (default runs/MODEL); training resumes from it")
     p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers only)")
+    p.add_argument("--init-from", type=Path, help="with an empty --run-dir: start a new leg from exported weights "
+                   "(a transformer folder or .safetensors file) instead of from scratch; fresh optimizer and schedule")
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample with a compute budget (and the static baseline with --compare)")

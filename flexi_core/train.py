@@ -58,7 +58,8 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
     start = 0
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)  # our own file, tensors only
+        device = params[0].device
+        state = torch.load(ckpt, weights_only=True, map_location=device)  # our own file, tensors only
         model.load_state_dict(state["model"])
         ema.shadow = state["ema"]
         opt.load_state_dict(state["opt"])
@@ -70,7 +71,7 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
         torch.save({"model": model.state_dict(), "ema": ema.shadow, "opt": opt.state_dict(),
                     "sched": sched.state_dict(), "step": step}, run_dir / "checkpoint.tmp")
         (run_dir / "checkpoint.tmp").replace(ckpt)
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, run_dir / "ema.safetensors")
+        save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, run_dir / "ema.safetensors")
 
     model.train()
     t0, losses = time.time(), []
@@ -103,11 +104,40 @@ def load_ema(module: torch.nn.Module, run_dir: Path) -> torch.nn.Module:
     return module
 
 
-def pixel_batch(step: int, batch_size: int, seed_offset: int, video: bool = False):
-    """Fresh procedural samples for a training step: (pixels in [-1, 1], scenes, captions)."""
+def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = False):
+    """Fresh procedural samples for a training step: (pixels in [-1, 1] as numpy, scenes, captions).
+
+    Torch-free, so that worker processes forked from a process that already runs torch's thread pool never touch it."""
     seeds = seed_offset + step * batch_size + np.arange(batch_size)
     pixels, scenes, captions = data.batch(seeds, video=video)
-    return torch.from_numpy(data.to_tensor_range(pixels)), scenes, captions
+    return data.to_tensor_range(pixels), scenes, captions
+
+
+def pixel_batch(step: int, batch_size: int, seed_offset: int, video: bool = False):
+    pixels, scenes, captions = numpy_batch(step, batch_size, seed_offset, video)
+    return torch.from_numpy(pixels), scenes, captions
+
+
+class PrefetchedBatches:
+    """`pixel_batch` drawn ahead in worker processes, so that a GPU is not left waiting for the CPU's drawing.
+
+    Batches stay a pure function of the step, so a run is the same with or without workers."""
+
+    def __init__(self, batch_size: int, seed_offset: int, video: bool, workers: int, ahead: int = 8,
+                 timeout: float = 600):
+        from concurrent.futures import ProcessPoolExecutor
+        self.args, self.ahead, self.timeout = (batch_size, seed_offset, video), ahead, timeout
+        self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self.pending = {}
+
+    def __call__(self, step: int):
+        if self.pool is None:
+            return pixel_batch(step, *self.args)
+        for s in range(step, step + self.ahead):
+            if s not in self.pending:
+                self.pending[s] = self.pool.submit(numpy_batch, s, *self.args)
+        pixels, scenes, captions = self.pending.pop(step).result(self.timeout)  # a stuck worker raises, never hangs
+        return torch.from_numpy(pixels), scenes, captions
 
 
 # --- the embedded autoencoder ------------------------------------------------------------------------------------
@@ -204,10 +234,20 @@ def encode_latents(vae, pixels: torch.Tensor, scale: float, video: bool) -> torc
     return z.unflatten(0, pixels.shape[:2]) if video else z
 
 
-def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4):
+def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4,
+               device: str = "cpu", init_from: Path | None = None, data_workers: int = 0):
+    """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
+    instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along."""
     from diffusers import DDPMScheduler
     from .registry import build_transformer
     model = init_like_dit(build_transformer(spec))
+    if init_from is not None and not (run_dir / "checkpoint.pt").exists():
+        weights = Path(init_from)
+        file = weights / "diffusion_pytorch_model.safetensors" if weights.is_dir() else weights
+        model.load_state_dict(load_file(file))
+        print(f"[{spec.name}] new leg from {weights}")
+    model.to(device)
+    vae.to(device)
     disable_builtin_label_dropout(model)
     from .families import family_of
     family = family_of(model)
@@ -215,15 +255,17 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
     conditioner = Conditioner(spec)
     video = spec.modality == "video"
     gen = torch.Generator().manual_seed(0)
+    batches = PrefetchedBatches(batch_size, seed_offset=20_000_000, video=video, workers=data_workers)
 
     def loss_fn(step):
-        pixels, scenes, captions = pixel_batch(step, batch_size, seed_offset=20_000_000, video=video)
-        x0 = encode_latents(vae, pixels, vae_scale, video)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=gen)
+        pixels, scenes, captions = batches(step)
+        x0 = encode_latents(vae, pixels.to(device), vae_scale, video)
+        noise = torch.randn(x0.shape, generator=gen).to(device)  # drawn on the CPU: the same run on any device
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=gen).to(device)
         xt = noise_sched.add_noise(x0, noise, t)
         target = noise_sched.get_velocity(x0, noise, t)
-        pred = family.native_forward(xt, t, conditioner([sc.class_id for sc in scenes], captions, gen))
+        cond = conditioner([sc.class_id for sc in scenes], captions, gen)
+        pred = family.native_forward(xt, t, {k: v.to(device) for k, v in cond.items()})
         return (pred - target).pow(2).mean()
 
     run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999)
@@ -268,7 +310,7 @@ def export_vae(run_dir: Path, out_dir: Path, num_samples: int = 512) -> float:
 
 def export_transformer(model: torch.nn.Module, run_dir: Path, out_dir: Path):
     """EMA weights of a base transformer -> assets/<name>/transformer (fp16 safetensors + diffusers config)."""
-    load_ema(model, run_dir).to(torch.float16).save_pretrained(out_dir, safe_serialization=True)
+    load_ema(model.cpu(), run_dir).to(torch.float16).save_pretrained(out_dir, safe_serialization=True)
     model.float()
 
 

@@ -81,6 +81,34 @@ def test_interrupted_training_resumes_exactly(tmp_path):
         torch.testing.assert_close(resumed[k], straight[k])
 
 
+def test_prefetched_batches_are_the_plain_ones():
+    """Worker processes forked after torch's thread pool ran (as on a GPU host) draw exactly the same batches."""
+    torch.set_num_threads(2)
+    torch.randn(512, 512) @ torch.randn(512, 512)  # starts the OpenMP team that forked children must not touch
+    batches = train.PrefetchedBatches(4, seed_offset=20_000_000, video=True, workers=2, timeout=60)
+    for step in (0, 1, 5):
+        pixels, scenes, captions = batches(step)
+        plain = train.pixel_batch(step, 4, 20_000_000, video=True)
+        assert torch.equal(pixels, plain[0]) and scenes == plain[1] and captions == plain[2]
+
+
+def test_a_new_leg_starts_from_exported_weights(tmp_path, capsys):
+    """--init-from: the leg starts at the milestone's weights (lr 0 keeps them); a checkpoint then takes precedence."""
+    from safetensors.torch import load_file
+    from flexi_core.loading import load_embedded_vae
+    spec, vae = registry.get_spec("shapes"), load_embedded_vae()
+    weights = registry.ASSETS / "shapes" / "transformer"
+    model = train.train_base(spec, vae, vae.config.scaling_factor, tmp_path, steps=1, batch_size=2, lr=0.0,
+                             init_from=weights)
+    shipped = load_file(weights / "diffusion_pytorch_model.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, shipped[k].float()), k
+    train.train_base(spec, vae, vae.config.scaling_factor, tmp_path, steps=2, batch_size=2, lr=0.0,
+                     init_from=tmp_path / "missing")  # resumes from the checkpoint, never reads init_from
+    out = capsys.readouterr().out
+    assert out.count("new leg from") == 1 and "resumed at step 1" in out
+
+
 def test_data_is_a_pure_function_of_the_seed():
     a, sa, ca = data.sample(123)
     b, sb, cb = data.sample(123)
