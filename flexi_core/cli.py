@@ -36,7 +36,7 @@ def cmd_train(args):
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {args.device}: no CUDA GPU is visible to torch here")
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # small models: launch-bound
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # ample for training
     vae = load_embedded_vae()
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
                              device=args.device, init_from=args.init_from, data_workers=args.data_workers)

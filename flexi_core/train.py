@@ -58,8 +58,7 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
     start = 0
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
-        device = params[0].device
-        state = torch.load(ckpt, weights_only=True, map_location=device)  # our own file, tensors only
+        state = torch.load(ckpt, weights_only=True, map_location=params[0].device)  # our own file, tensors only
         model.load_state_dict(state["model"])
         ema.shadow = state["ema"]
         opt.load_state_dict(state["opt"])
@@ -132,12 +131,17 @@ class PrefetchedBatches:
 
     def __call__(self, step: int):
         if self.pool is None:
-            return pixel_batch(step, *self.args)
-        for s in range(step, step + self.ahead):
-            if s not in self.pending:
-                self.pending[s] = self.pool.submit(numpy_batch, s, *self.args)
-        pixels, scenes, captions = self.pending.pop(step).result(self.timeout)  # a stuck worker raises, never hangs
+            pixels, scenes, captions = numpy_batch(step, *self.args)
+        else:
+            for s in range(step, step + self.ahead):
+                if s not in self.pending:
+                    self.pending[s] = self.pool.submit(numpy_batch, s, *self.args)
+            pixels, scenes, captions = self.pending.pop(step).result(self.timeout)  # a stuck worker raises
         return torch.from_numpy(pixels), scenes, captions
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 # --- the embedded autoencoder ------------------------------------------------------------------------------------
@@ -268,7 +272,10 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
         pred = family.native_forward(xt, t, {k: v.to(device) for k, v in cond.items()})
         return (pred - target).pow(2).mean()
 
-    run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999)
+    try:
+        run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999)
+    finally:
+        batches.close()
     return model
 
 
