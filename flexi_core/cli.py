@@ -33,13 +33,10 @@ def cmd_train(args):
     spec = registry.get_spec(args.model)
     if not spec.embedded:
         raise UserError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
-    if args.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: no CUDA GPU is visible to torch here")
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # ample for training
+    device = _training_device(args.device)
     vae = load_embedded_vae()
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
-                             device=args.device, init_from=args.init_from, data_workers=args.data_workers)
+                             device=device, init_from=args.init_from, data_workers=args.data_workers)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -67,18 +64,31 @@ def cmd_flops(args):
     print(f"{value / 1e9:.4f}")
 
 
+def _device(name: str) -> str:
+    """'auto' -> cuda if torch sees a GPU, else cpu; anything else is checked to be a usable device."""
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 …") from None
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    return name
+
+
+def _training_device(name: str) -> str:
+    import torch
+    device = _device(name)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # ample for training
+    return device
+
+
 def _load(args):
     from .loading import load_model
-    import torch
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:1 …") from None
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    device = _device(args.device)
     return load_model(args.model, args.variant, weights_dir=args.weights_dir,
                       flexify_file=Path(args.flexify_weights) if args.flexify_weights else None,
                       merged=args.merged, allow_download=args.allow_download, device=device)
@@ -160,17 +170,25 @@ def cmd_flexify(args):
     model = load_model(args.model, args.variant, weights_dir=args.weights_dir, allow_download=args.allow_download,
                        fresh=args.restart, lora_rank=args.lora_rank)
     spec = model.spec
-    draw, null = train.condition_sampler(model, args.prompts)
-    data_batch = train.procedural_xt(model, args.batch_size) if args.source == "data" else None
     if args.source == "data" and not spec.embedded:
         raise UserError("--source data needs the procedural dataset: embedded models only")
+    device = _training_device(args.device)
+    model.flexible.to(device)
+    model.vae.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
+    draw, null = train.condition_sampler(model, args.prompts)
+    batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
+                                      workers=args.data_workers)
+    data_batch = train.procedural_xt(model, batches) if args.source == "data" else None
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
-    info = train.flexify(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
-                         model.scheduler_config, args.source, data_batch, args.lr)
+    try:
+        info = train.flexify(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
+                             model.scheduler_config, args.source, data_batch, args.lr)
+    finally:
+        batches.close()
     from .registry import ASSETS
     out = Path(args.out) if args.out else ASSETS / spec.name / f"flexify-{args.variant}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.flexible.save_flexify(out)
+    model.flexible.cpu().save_flexify(out)
     print(json.dumps({**info, "file": str(out)}))
 
 
@@ -239,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--run-dir", help="checkpoint folder (default runs/MODEL); training resumes from it")
     p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers only)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers)")
     p.add_argument("--init-from", type=Path, help="with an empty --run-dir: start a new leg from exported weights "
                    "(a transformer folder or .safetensors file) instead of from scratch; fresh optimizer and schedule")
     p.add_argument("--data-workers", type=int, default=0,
@@ -283,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh from the original transformer (PI-resize init), not from the flexify weights")
     p.add_argument("--run-dir")
     p.add_argument("--out", help="output .safetensors (default assets/MODEL/flexify-VARIANT.safetensors)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (transformer and VAE; the text encoder stays on the CPU)")
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="--source data: processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.set_defaults(func=cmd_flexify)
 
     p = sub.add_parser("evaluate", help="judge accuracy, Fréchet distance and agreement vs FLOPs (embedded models)")

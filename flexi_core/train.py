@@ -385,12 +385,17 @@ def flexify(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_con
         teacher = lambda x, t, c: flexible(x, t, c, NATIVE)  # noqa: E731  adapters off = the frozen original
         modes = list(flexible.weak_modes)
         names = [n for n, _ in flexible.named_parameters() if "lora_" in n or not n.startswith("base.")]
-    pool = TrajectoryPool(teacher, spec, draw_condition, null_condition, batch_size,
-                          guidance or spec.guidance, scheduler_config) if source == "self" else None
+    device = next(flexible.parameters()).device  # batches are drawn on the CPU and moved over
+
+    def on_device(x, t, cond):
+        return x.to(device), t.to(device), {k: v.to(device) for k, v in cond.items()}
+
+    pool = TrajectoryPool(lambda x, t, c: teacher(*on_device(x, t, c)).cpu(), spec, draw_condition, null_condition,
+                          batch_size, guidance or spec.guidance, scheduler_config) if source == "self" else None
     gen = torch.Generator().manual_seed(2)
 
     def loss_fn(step):
-        x, t, cond = pool.batch(step) if pool else data_batch(step)
+        x, t, cond = on_device(*(pool.batch(step) if pool else data_batch(step)))
         mode = modes[int(torch.randint(len(modes), (1,), generator=gen))]
         with torch.no_grad():
             target = teacher(x, t, cond)
@@ -432,20 +437,22 @@ def condition_sampler(model, prompts_file: str | None = None):
     return draw, conditioner.null
 
 
-def procedural_xt(model, batch_size: int):
-    """x_t from the procedural dataset (embedded models): (x_t, t, conditioning) per step."""
+def procedural_xt(model, batches: PrefetchedBatches):
+    """x_t from the procedural dataset (embedded models): (x_t, t, conditioning) per step, on the VAE's device."""
     from diffusers import DDPMScheduler
     spec = model.spec
     conditioner = Conditioner(spec, model.text_encoder)
     noise_sched = DDPMScheduler.from_config(model.scheduler_config)
     gen = torch.Generator().manual_seed(4)
     video = spec.modality == "video"
+    device = model.vae.device
 
     def data_batch(step: int):
-        pixels, scenes, captions = pixel_batch(step, batch_size, seed_offset=60_000_000, video=video)
-        x0 = encode_latents(model.vae, pixels, model.latent_scale, video)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=gen)
-        xt = noise_sched.add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+        pixels, scenes, captions = batches(step)
+        x0 = encode_latents(model.vae, pixels.to(device), model.latent_scale, video)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(scenes),), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)  # drawn on the CPU: the same run on any device
+        xt = noise_sched.add_noise(x0, noise, t.to(device))
         return xt, t, conditioner([s.class_id for s in scenes], captions, gen)
 
     return data_batch
