@@ -173,8 +173,9 @@ def cmd_flexify(args):
     if args.source == "data" and not spec.embedded:
         raise UserError("--source data needs the procedural dataset: embedded models only")
     device = _training_device(args.device)
-    model.flexible.to(device)
-    model.vae.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
+    model.flexible.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
+    if args.source == "data":
+        model.vae.to(device)  # encodes the procedural batches
     draw, null = train.condition_sampler(model, args.prompts)
     batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
                                       workers=args.data_workers)

@@ -109,7 +109,8 @@ def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = Fals
     Torch-free, so that worker processes forked from a process that already runs torch's thread pool never touch it."""
     seeds = seed_offset + step * batch_size + np.arange(batch_size)
     pixels, scenes, captions = data.batch(seeds, video=video)
-    return data.to_tensor_range(pixels), scenes, captions
+    # contiguous: a strided view and its pickled (contiguous) copy would convolve with different rounding
+    return np.ascontiguousarray(data.to_tensor_range(pixels)), scenes, captions
 
 
 def pixel_batch(step: int, batch_size: int, seed_offset: int, video: bool = False):

@@ -92,6 +92,25 @@ def test_prefetched_batches_are_the_plain_ones():
         assert torch.equal(pixels, plain[0]) and scenes == plain[1] and captions == plain[2]
 
 
+def test_flexify_data_batches_do_not_depend_on_prefetch_workers():
+    """`flexify --source data --data-workers N` distils on exactly the x_t of a run without workers."""
+    from flexi_core.loading import load_model
+    model = load_model("shapes", "lora")
+    runs = []
+    for workers in (0, 2):
+        batches = train.PrefetchedBatches(4, seed_offset=60_000_000, video=False, workers=workers, timeout=60)
+        try:
+            data_batch = train.procedural_xt(model, batches)
+            torch.manual_seed(0)  # the VAE's latent sample draws from the global generator
+            runs.append([data_batch(step) for step in (0, 3)])
+        finally:
+            batches.close()
+    for (x0, t0, c0), (x1, t1, c1) in zip(*runs):
+        assert x0.shape == (4, *model.spec.latent_shape)
+        assert torch.equal(x0, x1) and torch.equal(t0, t1) and torch.equal(c0["class_labels"], c1["class_labels"])
+    assert not torch.equal(runs[0][0][0], runs[0][1][0])  # and the steps differ
+
+
 def test_a_new_leg_starts_from_exported_weights(tmp_path, capsys):
     """--init-from: the leg starts at the milestone's weights (lr 0 keeps them); a checkpoint then takes precedence."""
     from safetensors.torch import load_file
