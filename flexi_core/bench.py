@@ -413,11 +413,12 @@ def quality_verdict(result: dict) -> dict:
                      f"({c['against_flops']:.0%} FLOPs): **{c['verdict']}** — accuracy {c['accuracy'][0]:.1%} vs "
                      f"{c['accuracy'][1]:.1%}, Fréchet distance {c['fd'][0]:.2f} vs {c['fd'][1]:.2f}")
     summary = []
-    for variant in sorted({c["variant"] for c in comparisons}):
+    for variant in sorted({f["variant"] for f in flexi}):
         mine = [c for c in comparisons if c["variant"] == variant]
         counts = {v: sum(c["verdict"] == v for c in mine) for v in ("wins", "tie", "mixed", "loses")}
         text = (f"{variant}: FlexiDiT wins {counts['wins']} of {len(mine)} equal-budget comparisons with the "
-                f"baselines, ties {counts['tie']}, is mixed in {counts['mixed']} and loses {counts['loses']}")
+                f"baselines, ties {counts['tie']}, is mixed in {counts['mixed']} and loses {counts['loses']}"
+                if mine else f"{variant}: no baseline rows to compare with (evaluated with --no-baselines)")
         where_not = [f"{c['against']} at {c['flops']:.0%}" for c in mine if c["verdict"] in ("loses", "mixed")]
         if where_not:
             text += f"; it does not win against: {', '.join(where_not)}"
@@ -466,22 +467,29 @@ def quality_plot(result: dict, path: Path):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{result['model']}: quality vs FLOPs ({result['samples']} samples, {result['steps']} steps)")
+    fig.suptitle(f"{quality_key(result)}: quality vs FLOPs ({result['samples']} samples, {result['steps']} steps)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def quality_key(result: dict) -> str:
+    """One entry per model and weak patch: a video model is evaluated once per weak mode."""
+    mode = result.get("weak_mode")
+    return result["model"] if mode in (None, "weak") else f"{result['model']}-{mode}"
 
 
 def quality(quality_json, models, quick: bool, out: Path, samples: int | None) -> dict:
     results, skipped, sources = [], [], {}
     for f in quality_json or []:
         results.append(json.loads(Path(f).read_text()))
-        sources[results[-1]["model"]] = str(f)
-    for name in [m for m in models if registry.get_spec(m).embedded and m not in sources]:
+        sources[quality_key(results[-1])] = str(f)
+    given = {r["model"] for r in results}
+    for name in [m for m in models if registry.get_spec(m).embedded and m not in given]:
         saved = out / f"quality-{name}.json"
         if saved.exists():  # written by an earlier full run into this folder
             results.append(json.loads(saved.read_text()))
-            sources[name] = f"{saved} (earlier run)"
+            sources[quality_key(results[-1])] = f"{saved} (earlier run)"
             continue
         trained = any((registry.ASSETS / name / f"flexify-{v}.safetensors").exists() for v in ("lora", "shared"))
         if quick:
@@ -495,12 +503,13 @@ def quality(quality_json, models, quick: bool, out: Path, samples: int | None) -
             result = evaluate(name, n=samples or 256)
             (out / f"quality-{name}.json").write_text(json.dumps(result, indent=2, default=float))
             results.append(result)
-            sources[name] = "evaluate, this run"
+            sources[quality_key(result)] = "evaluate, this run"
     entries = []
     for result in results:
-        plot = out / f"quality-{result['model']}.png"
+        plot = out / f"quality-{quality_key(result)}.png"
         quality_plot(result, plot)
-        entries.append({"model": result["model"], "source": sources.get(result["model"]),
+        entries.append({"model": result["model"], "weak_mode": result.get("weak_mode"),
+                        "weak_patch": result.get("weak_patch"), "source": sources.get(quality_key(result)),
                         "samples": result["samples"], "steps": result["steps"],
                         "guidance": result["guidance"], "rows": result["rows"], "plot": plot.name,
                         "verdict": quality_verdict(result)})

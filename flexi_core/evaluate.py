@@ -91,6 +91,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
     real_feats = judge_pixels(judge, spec, real)[1]
     reference, _, _ = eval_set(spec, n, offset=EVAL_SEED + 1_000_000)  # real vs real: the noise floor
     seeds = list(range(n))
+    mode = weak_mode or next(iter(spec.weak_patches))
     wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
     # real data: the judge's reading of the evaluation set itself; its Fréchet distance from a second real set
     rows = [{"variant": "-", "method": "real data", "budget": None, "flops_ratio": None,
@@ -116,7 +117,6 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
             continue
         condition = encode_condition(model, **({"class_label": conditions} if spec.conditioning == "class"
                                                else {"prompt": conditions}))
-        mode = weak_mode or next(iter(model.flexible.weak_modes))
         if static_pixels is None:  # the static model is the original one (the LoRA variant's native size)
             static = Schedule.static(steps, mode)
             static_flops = schedule_flops(model, static, guidance) * n
@@ -135,12 +135,21 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
                 add(model, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode), fewer)
         if baselines and variant == variants[0]:
             add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
-    return {"model": name, "samples": n, "steps": steps, "guidance": guidance, "rows": rows}
+    return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]), "samples": n,
+            "steps": steps, "guidance": guidance, "rows": rows}
+
+
+def _weak_patch_note(result: dict) -> str:
+    """Names the weak patch where a model has several (video: temporal or spatial); image models have one."""
+    mode = result.get("weak_mode")
+    if mode in (None, "weak"):
+        return ""
+    return f", weak patch `{mode}` ({','.join(map(str, result['weak_patch']))})"
 
 
 def markdown_table(result: dict) -> str:
-    lines = [f"**{result['model']}** — {result['samples']} samples, {result['steps']} DDIM steps, "
-             f"guidance {result['guidance']}",
+    lines = [f"**{result['model']}**{_weak_patch_note(result)} — {result['samples']} samples, "
+             f"{result['steps']} DDIM steps, guidance {result['guidance']}",
              "", "| variant | method | target budget | FLOPs | judge accuracy | Fréchet dist. | PSNR | SSIM |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

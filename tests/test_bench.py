@@ -42,6 +42,27 @@ def test_quality_verdict_reads_the_numbers():
     assert "static, 20 steps at 39%" in v["summary"][0] and "down to 54% FLOPs" in v["summary"][0]
 
 
+def test_quality_keeps_one_entry_per_weak_mode(tmp_path):
+    """Two evaluations of one video model (temporal and spatial weak patch) stay two tables with their own plots."""
+    from flexi_core.bench import quality
+    from flexi_core.evaluate import markdown_table
+    files = []
+    for mode, patch in (("temporal", [2, 2, 2]), ("spatial", [1, 4, 4])):
+        files.append(tmp_path / f"eval-{mode}.json")
+        files[-1].write_text(json.dumps({**QUALITY, "model": "shapes-video", "weak_mode": mode, "weak_patch": patch}))
+    entries = quality(files, models=[], quick=True, out=tmp_path, samples=None)["models"]
+    assert [e["weak_mode"] for e in entries] == ["temporal", "spatial"]
+    assert [e["source"] for e in entries] == [str(f) for f in files]
+    assert {e["plot"] for e in entries} == {"quality-shapes-video-temporal.png", "quality-shapes-video-spatial.png"}
+    assert all((tmp_path / e["plot"]).stat().st_size > 0 for e in entries)
+    assert markdown_table(entries[1]).startswith("**shapes-video**, weak patch `spatial` (1,4,4) — 256 samples")
+    assert markdown_table(QUALITY).startswith("**shapes** — 256 samples")  # one weak patch: not named
+    no_baselines = {**QUALITY, "rows": [r for r in QUALITY["rows"] if r["method"] in ("static", "FlexiDiT")]}
+    summary = quality_verdict(no_baselines)["summary"]
+    assert summary == ["lora: no baseline rows to compare with (evaluated with --no-baselines); it matches the static "
+                       "model (within noise) down to 54% FLOPs"]
+
+
 def test_bench_quick(tmp_path, tiny_assets):
     quality = tmp_path / "quality-shapes.json"
     quality.write_text(json.dumps(QUALITY))
