@@ -178,12 +178,12 @@ def cmd_flexify(args):
         model.vae.to(device)  # encodes the procedural batches
     draw, null = train.condition_sampler(model, args.prompts)
     batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
-                                      workers=args.data_workers)
-    data_batch = train.procedural_xt(model, batches) if args.source == "data" else None
+                                      workers=args.data_workers if args.source == "data" else 0)
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
     try:
         info = train.flexify(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
-                             model.scheduler_config, args.source, data_batch, args.lr)
+                             model.scheduler_config, args.source,
+                             train.procedural_xt(model, batches) if args.source == "data" else None, args.lr)
     finally:
         batches.close()
     from .registry import ASSETS

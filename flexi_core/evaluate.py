@@ -92,6 +92,8 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
     reference, _, _ = eval_set(spec, n, offset=EVAL_SEED + 1_000_000)  # real vs real: the noise floor
     seeds = list(range(n))
     mode = weak_mode or next(iter(spec.weak_patches))
+    if mode not in spec.weak_patches:
+        raise ValueError(f"{name} has no weak mode {mode!r}; choose one of {', '.join(spec.weak_patches)}")
     wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
     # real data: the judge's reading of the evaluation set itself; its Fréchet distance from a second real set
     rows = [{"variant": "-", "method": "real data", "budget": None, "flops_ratio": None,

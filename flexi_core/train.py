@@ -239,6 +239,16 @@ def encode_latents(vae, pixels: torch.Tensor, scale: float, video: bool) -> torc
     return z.unflatten(0, pixels.shape[:2]) if video else z
 
 
+def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_sched, gen: torch.Generator):
+    """(x0, noise, t, x_t) on the VAE's device; noise and t come from `gen` on the CPU, so a run is the same on any
+    device."""
+    device = vae.device
+    x0 = encode_latents(vae, pixels.to(device), scale, video)
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=gen).to(device)
+    return x0, noise, t, noise_sched.add_noise(x0, noise, t)
+
+
 def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4,
                device: str = "cpu", init_from: Path | None = None, data_workers: int = 0):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
@@ -264,10 +274,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
 
     def loss_fn(step):
         pixels, scenes, captions = batches(step)
-        x0 = encode_latents(vae, pixels.to(device), vae_scale, video)
-        noise = torch.randn(x0.shape, generator=gen).to(device)  # drawn on the CPU: the same run on any device
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=gen).to(device)
-        xt = noise_sched.add_noise(x0, noise, t)
+        x0, noise, t, xt = noised_latents(vae, pixels, vae_scale, video, noise_sched, gen)
         target = noise_sched.get_velocity(x0, noise, t)
         cond = conditioner([sc.class_id for sc in scenes], captions, gen)
         pred = family.native_forward(xt, t, {k: v.to(device) for k, v in cond.items()})
@@ -446,14 +453,10 @@ def procedural_xt(model, batches: PrefetchedBatches):
     noise_sched = DDPMScheduler.from_config(model.scheduler_config)
     gen = torch.Generator().manual_seed(4)
     video = spec.modality == "video"
-    device = model.vae.device
 
     def data_batch(step: int):
         pixels, scenes, captions = batches(step)
-        x0 = encode_latents(model.vae, pixels.to(device), model.latent_scale, video)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(scenes),), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen).to(device)  # drawn on the CPU: the same run on any device
-        xt = noise_sched.add_noise(x0, noise, t.to(device))
+        _, _, t, xt = noised_latents(model.vae, pixels, model.latent_scale, video, noise_sched, gen)
         return xt, t, conditioner([s.class_id for s in scenes], captions, gen)
 
     return data_batch
