@@ -70,6 +70,16 @@ def _spec(model_name):
     return get_spec(model_name)  # KeyError naming the models for an unknown one
 
 
+def _step_range(first: int, last: int) -> str:
+    return f"step {first}" if first == last else f"steps {first}-{last}"
+
+
+def _steps_text(schedule, patches) -> str:
+    """'steps 1-3 native 2×2, steps 4-17 weak 4×4, steps 18-25 native 2×2' for the conditional pass."""
+    return ", ".join(f"{_step_range(first, last)} {'native' if mode == 'native' else 'weak'} "
+                     f"{patch_text(patches[mode])}" for mode, first, last in schedule.runs())
+
+
 def _condition(spec, class_label, prompt) -> dict:
     """One class or prompt (flexi_core would take a list as a batch of conditions)."""
     if spec.conditioning == "class":
@@ -247,7 +257,8 @@ class FlexiDiTApp:
             _, steps, guidance = _numbers(0, steps, guidance)
             fraction = _budget(budget)
             flops_of, patches, mode, note = self._flops_context(model_name, variant, weak_mode)
-            sched = schedule_for_budget(fraction, steps, flops_of, guidance > 1, mode)
+            sched = schedule_for_budget(fraction, steps, flops_of, guidance > 1, mode,
+                                        _spec(model_name).lead_steps(mode, steps))
             flexible = total_flops(sched, flops_of, guidance > 1)
             static = total_flops(Schedule.static(steps, mode), flops_of, guidance > 1)
         except (ValueError, KeyError) as e:
@@ -259,12 +270,14 @@ class FlexiDiTApp:
             return head + "At this budget the flexible run is the static one."
         if weak == steps:
             return head + f"Every step uses the weak {patch_text(patches[mode])} patch."
-        text = head + (f"Steps 1-{weak} use the weak {patch_text(patches[mode])} patch, the last {steps - weak} "
-                       f"the native {patch_text(patches['native'])} patch.")
-        weak_uncond = steps - sched.native_uncond
-        if weak_uncond > weak:  # only with guidance: without it the schedule is x/x
-            text += (f" The unconditional pass stays weak for {weak_uncond} steps: in steps {weak + 1}-{weak_uncond} "
-                     "guidance starts from the weak model's conditional prediction (hatched in the timeline).")
+        steps_text = _steps_text(sched, patches)
+        text = head + steps_text[0].upper() + steps_text[1:] + "."
+        if sched.lead_steps:
+            text += " The first native steps fix the layout (and the object's size) before the weak ones."
+        hatched = [i + 1 for i in range(steps) if sched.modes(i)[0] == "native" != sched.modes(i)[1]]
+        if hatched:  # only with guidance: without it both passes share the schedule
+            text += (f" The unconditional pass stays weak in {_step_range(hatched[0], hatched[-1])}: there guidance "
+                     "starts from the weak model's conditional prediction (hatched in the timeline).")
         return text
 
     def fit_budget(self, model_name, variant, weak_mode, guidance, budget):
@@ -313,7 +326,7 @@ class FlexiDiTApp:
                        f"({_saving(static.flops, flexible.flops, 'FLOPs')}) · **{flexible.seconds:.2f} s** "
                        f"({_saving(static.seconds, flexible.seconds, 'time')})\n\n"
                        + (f"all {steps} steps with the weak {patch_text(patches[mode])} patch" if weak == steps else
-                          f"{weak} of {steps} steps with the weak {patch_text(patches[mode])} patch, then native"))
+                          f"{weak} of {steps} steps weak: {_steps_text(flexible.schedule, patches)}"))
         if math.isfinite(time_saving) and time_saving < flops_saving / 2:
             flexible_md += ("\n\nTime saves less than FLOPs here: time follows FLOPs where the model is "
                             "compute-bound; a small model at batch 1 is bound by per-call overhead, and the hatched "

@@ -292,10 +292,11 @@ def time_config(model, plain, batch: int, steps: int, repeats: int, budgets, swe
         except ValueError as e:  # below what the weak model alone costs
             budget_rows.append({"budget": b, "unreachable": str(e)})
             continue
-        schedules.setdefault((s.native_cond, s.native_uncond), s)
-        budget_rows.append({"budget": b, "schedule": s.label, "key": (s.native_cond, s.native_uncond)})
-    static_key = (steps, steps)
-    schedules.setdefault(static_key, Schedule.static(steps, weak))
+        schedules.setdefault(s.label, s)
+        budget_rows.append({"budget": b, "schedule": s.label, "key": s.label})
+    static = Schedule.static(steps, weak)
+    static_key = static.label
+    schedules.setdefault(static_key, static)
     keys = list(schedules)
     sample(model, condition, Schedule(1, 1, 1, weak), seeds, guidance, decode=False)  # warm-up both paths
     sample(model, condition, Schedule(1, 0, 0, weak), seeds, guidance, decode=False)

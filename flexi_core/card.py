@@ -37,9 +37,19 @@ def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "sha
     plt.close(fig)
 
 
+def _first_reachable(model, budget: float, steps: int) -> Schedule | None:
+    for mode in model.spec.weak_patches:
+        try:
+            return budget_schedule(model, budget, steps, model.spec.guidance, mode)
+        except ValueError:  # below what this weak mode costs: try the next one
+            continue
+    return None
+
+
 def sample_grid(name: str, out: Path, budgets=(1.0, 0.75, 0.55, 0.4), n: int = 8, steps: int | None = None,
                 variant: str = "lora", scale: int = 3):
-    """Rows: budgets (first row static); columns: the first n evaluation conditions; videos show 4 frames."""
+    """Rows: budgets (first row static), each with the first weak mode that reaches it (video: temporal, else
+    spatial); columns: the first n evaluation conditions; videos show 4 frames."""
     spec = get_spec(name)
     model = load_model(name, variant)
     steps = steps or spec.steps
@@ -48,9 +58,8 @@ def sample_grid(name: str, out: Path, budgets=(1.0, 0.75, 0.55, 0.4), n: int = 8
                                       else {"prompt": conditions}))
     rows = []
     for b in budgets:
-        try:
-            schedule = Schedule.static(steps) if b >= 1 else budget_schedule(model, b, steps, spec.guidance)
-        except ValueError:  # below what the weak model costs (e.g. the temporal video mode): no row
+        schedule = Schedule.static(steps) if b >= 1 else _first_reachable(model, b, steps)
+        if schedule is None:
             continue
         px = sample(model, cond, schedule, list(range(n)), spec.guidance).pixels
         if px.ndim == 5:  # video: frames 0, 2, 4, 6 stacked vertically per sample

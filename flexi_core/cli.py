@@ -115,7 +115,8 @@ def cmd_generate(args):
     schedule = None
     if args.schedule:
         try:
-            schedule = Schedule.parse(args.schedule, steps, args.weak_mode or next(iter(model.flexible.weak_modes)))
+            schedule = Schedule.parse(args.schedule, steps, args.weak_mode or next(iter(model.flexible.weak_modes)),
+                                      args.lead or 0)
         except ValueError as e:
             raise UserError(f"--schedule {args.schedule!r}: {e}") from None
     if not model.flexify_trained:
@@ -127,7 +128,7 @@ def cmd_generate(args):
             bar.set_postfix_str(text)
         result = generate(model, class_label=args.class_label, prompt=args.prompt, budget=args.budget, steps=steps,
                           seed=args.seed, guidance=args.cfg, sampler=args.sampler, weak_mode=args.weak_mode,
-                          schedule=schedule, compare=args.compare, progress=progress)
+                          lead=args.lead, schedule=schedule, compare=args.compare, progress=progress)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{model.spec.name}-seed{args.seed}"
@@ -140,6 +141,7 @@ def cmd_generate(args):
         "condition": result.condition_text, "seed": args.seed, "steps": steps,
         "guidance": model.spec.guidance if args.cfg is None else args.cfg, "sampler": args.sampler,
         "budget": args.budget, "schedule_label": flex.schedule.label, "weak_steps": flex.schedule.weak_steps,
+        "lead_steps": flex.schedule.lead_steps,
         "schedule": [list(r.cond_patch) for r in flex.records],
         "schedule_uncond": [list(r.uncond_patch) if r.uncond_patch else None for r in flex.records],
         "flops_per_step": [r.flops for r in flex.records],
@@ -201,7 +203,7 @@ def cmd_evaluate(args):
     quick = args.quick
     result = evaluate(args.model, n=args.samples or (16 if quick else 256), steps=args.steps or (10 if quick else None),
                       budgets=(1.0, 0.55) if quick else BUDGETS, variants=tuple(args.variants.split(",")),
-                      baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg)
+                      baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead)
     print(markdown_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
@@ -231,6 +233,10 @@ def cmd_card(args):
     for name in args.models.split(","):
         conditions = card.sample_grid(name, ASSETS / f"samples-{name}.png", steps=args.steps)
         print(name, "columns:", "; ".join(conditions))
+
+
+LEAD_HELP = ("native steps that run before the weak ones (default: the model's measured share, e.g. 3 of 25 for "
+             "shapes-video's spatial mode, else 0)")
 
 
 def _add_model_args(p, generation: bool = True):
@@ -277,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's; <= 1: off)")
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm"])
     p.add_argument("--weak-mode", help="video: temporal or spatial (default: the first)")
+    p.add_argument("--lead", type=int, help=LEAD_HELP)
     p.add_argument("--compare", action="store_true", help="also sample the static model from the same seed")
     p.add_argument("--out-dir", default="outputs")
     p.add_argument("--json", help="write a JSON report here")
@@ -313,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--variants", default="lora,shared")
     p.add_argument("--weak-mode", help="video: temporal or spatial")
+    p.add_argument("--lead", type=int, help=LEAD_HELP)
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale for every row (default: the model's)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100%% and 55%%")

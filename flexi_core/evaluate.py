@@ -7,6 +7,8 @@ FLOPs: the static model with fewer steps, the reverse schedule (weak model last)
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import data
@@ -82,7 +84,7 @@ def _run(model, condition, schedule, seeds, guidance, chunk, progress_label=""):
 
 def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS, variants=("lora", "shared"),
              baselines: bool = True, guidance: float | None = None, chunk: int = 64, assets=ASSETS,
-             weak_mode: str | None = None) -> dict:
+             weak_mode: str | None = None, lead: int | None = None) -> dict:
     spec = get_spec(name)
     steps = steps or spec.steps
     guidance = spec.guidance if guidance is None else guidance
@@ -101,10 +103,9 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
              "fd": frechet_distance(judge_pixels(judge, spec, reference)[1], real_feats)}]
     static_pixels, static_flops = None, None
 
-    def add(model, variant, method, budget, schedule, run_steps=steps):
-        pixels, flops, seconds = _run(model, condition, Schedule(run_steps, schedule.native_cond,
-                                      schedule.native_uncond, schedule.weak_mode, schedule.weak_last),
-                                      seeds, guidance, chunk, f"{variant} {method} {budget}")
+    def add(model, variant, method, budget, schedule):
+        pixels, flops, seconds = _run(model, condition, schedule, seeds, guidance, chunk,
+                                      f"{variant} {method} {budget}")
         rows.append({"variant": variant, "method": method, "budget": budget, "schedule": schedule.label,
                      "flops_ratio": flops / static_flops, "seconds": seconds,
                      **score(judge, spec, pixels, wants, real_feats, static_pixels)})
@@ -126,31 +127,35 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
             rows[-1].update(psnr=None, ssim=None)
         for budget in [b for b in budgets if b < 1]:
             try:
-                schedule = budget_schedule(model, budget, steps, guidance, mode)
+                schedule = budget_schedule(model, budget, steps, guidance, mode, lead)
             except ValueError:  # below the weak model's own cost: not reachable by FlexiDiT
                 continue
             add(model, variant, "FlexiDiT", budget, schedule)
             if baselines and variant == variants[0]:
                 add(model, "-", "reverse (weak last)", budget,
-                    Schedule(steps, schedule.native_cond, schedule.native_uncond, mode, weak_last=True))
+                    dataclasses.replace(schedule, weak_last=True))
                 fewer = max(1, int(budget * steps))  # floor: the baseline stays within its budget
-                add(model, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode), fewer)
+                add(model, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode))
         if baselines and variant == variants[0]:
             add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
-    return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]), "samples": n,
+    return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
+            "lead": spec.lead_steps(mode, steps) if lead is None else lead, "samples": n,
             "steps": steps, "guidance": guidance, "rows": rows}
 
 
-def _weak_patch_note(result: dict) -> str:
-    """Names the weak patch where a model has several (video: temporal or spatial); image models have one."""
-    mode = result.get("weak_mode")
-    if mode in (None, "weak"):
-        return ""
-    return f", weak patch `{mode}` ({','.join(map(str, result['weak_patch']))})"
+def _schedule_note(result: dict) -> str:
+    """Names the weak patch where a model has several (video: temporal or spatial; image models have one) and the
+    leading native steps of the budget schedules, if any."""
+    mode, note = result.get("weak_mode"), ""
+    if mode not in (None, "weak"):
+        note += f", weak patch `{mode}` ({','.join(map(str, result['weak_patch']))})"
+    if result.get("lead"):
+        note += f", budgets lead with up to {result['lead']} native steps"
+    return note
 
 
 def markdown_table(result: dict) -> str:
-    lines = [f"**{result['model']}**{_weak_patch_note(result)} — {result['samples']} samples, "
+    lines = [f"**{result['model']}**{_schedule_note(result)} — {result['samples']} samples, "
              f"{result['steps']} DDIM steps, guidance {result['guidance']}",
              "", "| variant | method | target budget | FLOPs | judge accuracy | Fréchet dist. | PSNR | SSIM |",
              "|---|---|---|---|---|---|---|---|"]

@@ -32,7 +32,7 @@ class Comparison:
 
 def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = 0.5, steps: int | None = None,
              seed: int = 0, guidance: float | None = None, sampler: str = "ddim", weak_mode: str | None = None,
-             schedule: Schedule | None = None, compare: bool = True, progress=None) -> Comparison:
+             lead: int | None = None, schedule: Schedule | None = None, compare: bool = True, progress=None) -> Comparison:
     """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one.
 
     `progress(fraction, text)` is called after every denoising step of both runs."""
@@ -40,7 +40,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     guidance = model.spec.guidance if guidance is None else guidance
     validate(steps, guidance, seed)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
-    schedule = schedule or budget_schedule(model, budget, steps, guidance, weak_mode)
+    schedule = schedule or budget_schedule(model, budget, steps, guidance, weak_mode, lead)
     runs = [("static", Schedule.static(steps, schedule.weak_mode))] if compare else []
     runs.append(("flexible", schedule))
     results = {}

@@ -134,13 +134,18 @@ def validate(steps: int, guidance: float, seed: int):
 
 
 def budget_schedule(model: LoadedModel, budget: float, steps: int, guidance: float,
-                    weak_mode: str | None = None) -> Schedule:
+                    weak_mode: str | None = None, lead: int | None = None) -> Schedule:
+    """The budget's schedule; `lead` leading native steps, by default the model's measured number."""
     if isinstance(budget, float) and math.isnan(budget):
         raise ValueError("budget is not a number")
     mode = weak_mode or next(iter(model.flexible.weak_modes))
     if mode not in model.flexible.weak_modes:
         raise ValueError(f"weak mode must be one of {list(model.flexible.weak_modes)}, not {mode!r}")
-    return schedule_for_budget(budget, steps, model.flops_of(), guidance > 1, mode)
+    if lead is None:
+        lead = model.spec.lead_steps(mode, steps)
+    if not isinstance(lead, int) or not 0 <= lead <= steps:
+        raise ValueError(f"lead must be a whole number of steps from 0 to {steps}, got {lead}")
+    return schedule_for_budget(budget, steps, model.flops_of(), guidance > 1, mode, lead)
 
 
 def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> int:

@@ -154,6 +154,9 @@ def test_schedule_preview_is_flexi_cores_schedule(served, reference, name, weak_
     share = 100 * schedule_flops(model, schedule, 4.0) / static
     text = client.predict(name, "lora", weak_mode, STEPS, 4.0, budget, api_name="/schedule")
     assert f"{schedule.weak_steps} of {STEPS} steps weak → {share:.0f}% of static FLOPs" in text
+    if 0 < schedule.weak_steps < STEPS:  # the sentence names every run of steps, leading native ones included
+        assert all(f"steps {first}-{last}" in text.lower() or f"step {first} " in text.lower()
+                   for _, first, last in schedule.runs())
 
 
 def test_schedule_preview_warns_instead_of_failing(served):

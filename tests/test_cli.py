@@ -45,6 +45,26 @@ def test_generate_compare_json(tmp_path, tiny_assets, name, cond):
     assert {"psnr", "ssim"} <= set(data["agreement"])
 
 
+def test_generate_leads_with_native_steps(tmp_path, tiny_assets):
+    """--lead N puts N native steps before the weak ones (both passes); shapes-video's spatial mode has a default."""
+    def schedule(*extra):
+        report = tmp_path / "r.json"
+        r = run(["generate", "--model", "shapes-video", "--prompt", "a red circle moving left", "--weak-mode",
+                 "spatial", "--budget", "0.7", "--steps", "8", "--out-dir", str(tmp_path), "--json", str(report),
+                 *extra], tiny_assets)
+        assert r.returncode == 0, r.stderr
+        return json.loads(report.read_text())
+    native, weak = [1, 2, 2], [1, 4, 4]
+    led = schedule("--lead", "2")
+    assert led["lead_steps"] == 2 and led["schedule"][:3] == [native, native, weak]
+    assert led["schedule_uncond"][:3] == [native, native, weak] and led["schedule"][-2:] == [native, native]
+    assert schedule("--lead", "0")["schedule"][0] == weak
+    assert schedule()["lead_steps"] == 1  # the model's share, 3 of 25 steps, rounded for 8
+    r = run(["generate", "--model", "shapes-video", "--prompt", "a red circle", "--lead", "-1",
+             "--out-dir", str(tmp_path)], tiny_assets)
+    assert r.returncode == 2 and "lead must be" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_flops_command_needs_no_weights(tmp_path):
     r = run(["flops", "--model", "dit-xl-2-256", "--patch-size", "4"], assets=tmp_path / "nothing")
     assert r.returncode == 0, r.stderr

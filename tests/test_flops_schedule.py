@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_transformer
 from flexi_core import flops, registry
 from flexi_core.flexible import FlexibleTransformer
-from flexi_core.schedule import UNCOND_WEAK_FACTOR, Schedule, schedule_for_budget, total_flops
+from flexi_core.schedule import LEAD_END_FACTOR, UNCOND_WEAK_FACTOR, Schedule, schedule_for_budget, total_flops
 from test_flexible import OVERRIDES, WEAK, inputs
 
 
@@ -52,11 +52,12 @@ FLOPS_OF = {"native": 100, "weak": 23}
 
 
 @pytest.mark.parametrize("guidance", [False, True])
-def test_budget_never_exceeded_and_monotone(guidance):
+@pytest.mark.parametrize("lead", [0, 6])
+def test_budget_never_exceeded_and_monotone(guidance, lead):
     steps, previous = 50, -1
     static = total_flops(Schedule.static(steps), FLOPS_OF, guidance)
     for b in [i / 100 for i in range(24, 101)]:
-        s = schedule_for_budget(b, steps, FLOPS_OF, guidance)
+        s = schedule_for_budget(b, steps, FLOPS_OF, guidance, lead=lead)
         used = total_flops(s, FLOPS_OF, guidance)
         assert used <= b * static + 1e-9
         assert used >= previous  # more budget never buys fewer native steps
@@ -68,7 +69,11 @@ def test_budget_never_exceeded_and_monotone(guidance):
         assert weak_cond <= weak_uncond <= min(steps, UNCOND_WEAK_FACTOR * weak_cond)
         # and it is the best one: one more native conditional step (even with the unconditional pass as weak as
         # allowed) or one more native unconditional step would break the budget
-        over = lambda wc, wu: total_flops(Schedule(steps, steps - wc, steps - wu), FLOPS_OF, guidance) > b * static
+        over = lambda wc, wu, lead=s.lead: total_flops(  # noqa: E731
+            Schedule(steps, steps - wc, steps - wu, lead=lead), FLOPS_OF, guidance) > b * static
+        assert LEAD_END_FACTOR * s.lead <= s.native_cond  # leading native steps never displace the native end
+        if s.lead < lead:  # ... and there are as many as the budget allows under that rule
+            assert over(steps - LEAD_END_FACTOR * (s.lead + 1), steps, s.lead + 1)
         if weak_cond > 0:
             assert over(weak_cond - 1, min(steps, UNCOND_WEAK_FACTOR * (weak_cond - 1)))
         if weak_uncond > weak_cond:
@@ -100,3 +105,20 @@ def test_schedule_modes_and_xy_notation():
     reverse = Schedule(10, 7, 7, weak_last=True)
     assert [reverse.modes(i)[0] for i in range(10)] == ["native"] * 7 + ["weak"] * 3
     assert total_flops(s, FLOPS_OF, True) == (7 * 100 + 3 * 23) + (3 * 100 + 7 * 23)
+
+
+def test_leading_native_steps_come_before_the_weak_ones_in_both_passes():
+    s = Schedule(10, 4, 1, lead=2)
+    assert [s.modes(i) for i in range(10)] == [("native", "native")] * 2 + [("weak", "weak")] * 4 + \
+        [("native", "weak")] * 3 + [("native", "native")]
+    assert s.label == "4/1 after 2 native" and s.weak_steps == 4
+    assert s.runs() == [("native", 1, 2), ("weak", 3, 6), ("native", 7, 10)]
+    assert s.runs(unconditional=True) == [("native", 1, 2), ("weak", 3, 9), ("native", 10, 10)]
+    reverse = Schedule(10, 4, 1, lead=2, weak_last=True)  # the same steps, in reverse order
+    assert [reverse.modes(i) for i in range(10)] == [s.modes(9 - i) for i in range(10)]
+    assert Schedule(10, 10, 10, lead=2).label == "10/10" and Schedule(10, 9, 9, lead=3).label == "9/9 after 1 native"
+    fitted = schedule_for_budget(0.4, 10, FLOPS_OF, True, lead=3)  # the budget cannot pay for 3 leading steps
+    assert fitted.lead == 1 and fitted.label == "2/0 after 1 native"
+    assert schedule_for_budget(0.3, 10, FLOPS_OF, True, lead=3).label == "1/0"  # not "0/0 after 1 native"
+    with pytest.raises(ValueError):
+        Schedule(10, 4, 1, lead=11)
