@@ -509,7 +509,7 @@ def quality(quality_json, models, quick: bool, out: Path, samples: int | None) -
     for result in results:
         plot = out / f"quality-{quality_key(result)}.png"
         quality_plot(result, plot)
-        entries.append({"model": result["model"], "weak_mode": result.get("weak_mode"),
+        entries.append({"model": result["model"], "weak_mode": result.get("weak_mode"), "lead": result.get("lead"),
                         "weak_patch": result.get("weak_patch"), "source": sources.get(quality_key(result)),
                         "samples": result["samples"], "steps": result["steps"],
                         "guidance": result["guidance"], "rows": result["rows"], "plot": plot.name,
