@@ -36,7 +36,8 @@ def cmd_train(args):
     device = _training_device(args.device)
     vae = load_embedded_vae()
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
-                             device=device, init_from=args.init_from, data_workers=args.data_workers)
+                             device=device, init_from=args.init_from, data_workers=args.data_workers,
+                             paraphrase=args.paraphrase)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -269,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a transformer folder or .safetensors file) instead of from scratch; fresh optimizer and schedule")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
+    p.add_argument("--paraphrase", type=float, default=0.0,
+                   help="text models: chance that a caption's colour or shape word is a synonym (data.SYNONYMS)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample with a compute budget (and the static baseline with --compare)")

@@ -23,6 +23,12 @@ BACKGROUNDS = {
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 SIZES = ("small", "medium", "large")  # half-extent 5-7, 8-9, 10-12 pixels
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
+# Other words for an object's colour and shape: training may swap them into captions (`train --paraphrase P`) so that
+# a prompt in other words ("a scarlet disc") draws the same picture. Evaluation captions never use them.
+SYNONYMS = {"red": ("crimson", "scarlet", "ruby", "cherry"), "green": ("emerald", "lime", "grass-green"),
+            "blue": ("azure", "cobalt", "sapphire"), "yellow": ("golden", "lemon", "amber"),
+            "circle": ("disc", "round shape", "ball", "dot"), "square": ("box", "block"),
+            "triangle": ("pyramid", "wedge"), "diamond": ("rhombus", "lozenge")}
 
 
 @dataclass(frozen=True)
@@ -148,25 +154,32 @@ _VIDEO_TEMPLATES = (
 )
 
 
-def caption(scene: Scene, rng: np.random.Generator, video: bool = False) -> str:
+def caption(scene: Scene, rng: np.random.Generator, video: bool = False, paraphrase: float = 0.0) -> str:
+    """`paraphrase`: the chance that the object's colour word, and separately its shape word, is a synonym."""
     templates = _VIDEO_TEMPLATES if video else _IMAGE_TEMPLATES
     template = templates[int(rng.integers(len(templates)))]
     position = scene.position_word
-    return template.format(size=scene.size_word, colour=scene.colour, shape=scene.shape,
+
+    def word(canonical: str) -> str:  # draws nothing without paraphrasing: captions stay what they always were
+        if paraphrase and rng.random() < paraphrase:
+            return SYNONYMS[canonical][int(rng.integers(len(SYNONYMS[canonical])))]
+        return canonical
+    return template.format(size=scene.size_word, colour=word(scene.colour), shape=word(scene.shape),
                            position="centre" if position == "centre" else position,
                            background=scene.background, direction=scene.direction)
 
 
-def sample(seed: int, class_id: int | None = None, video: bool = False) -> tuple[np.ndarray, Scene, str]:
+def sample(seed: int, class_id: int | None = None, video: bool = False,
+           paraphrase: float = 0.0) -> tuple[np.ndarray, Scene, str]:
     """One (pixels, scene, caption) triple, a pure function of its arguments."""
     rng = np.random.default_rng(seed)
     scene = random_scene(rng, class_id, video)
     pixels = render_video(scene) if video else render(scene)
-    return pixels, scene, caption(scene, rng, video)
+    return pixels, scene, caption(scene, rng, video, paraphrase)
 
 
-def batch(seeds, video: bool = False) -> tuple[np.ndarray, list[Scene], list[str]]:
-    items = [sample(int(s), video=video) for s in seeds]
+def batch(seeds, video: bool = False, paraphrase: float = 0.0) -> tuple[np.ndarray, list[Scene], list[str]]:
+    items = [sample(int(s), video=video, paraphrase=paraphrase) for s in seeds]
     return np.stack([i[0] for i in items]), [i[1] for i in items], [i[2] for i in items]
 
 

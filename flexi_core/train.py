@@ -103,12 +103,12 @@ def load_ema(module: torch.nn.Module, run_dir: Path) -> torch.nn.Module:
     return module
 
 
-def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = False):
+def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = False, paraphrase: float = 0.0):
     """Fresh procedural samples for a training step: (pixels in [-1, 1] as numpy, scenes, captions).
 
     Torch-free, so that worker processes forked from a process that already runs torch's thread pool never touch it."""
     seeds = seed_offset + step * batch_size + np.arange(batch_size)
-    pixels, scenes, captions = data.batch(seeds, video=video)
+    pixels, scenes, captions = data.batch(seeds, video=video, paraphrase=paraphrase)
     # contiguous: a strided view and its pickled (contiguous) copy would convolve with different rounding
     return np.ascontiguousarray(data.to_tensor_range(pixels)), scenes, captions
 
@@ -124,9 +124,9 @@ class PrefetchedBatches:
     Batches stay a pure function of the step, so a run is the same with or without workers."""
 
     def __init__(self, batch_size: int, seed_offset: int, video: bool, workers: int, ahead: int = 8,
-                 timeout: float = 600):
+                 timeout: float = 600, paraphrase: float = 0.0):
         from concurrent.futures import ProcessPoolExecutor
-        self.args, self.ahead, self.timeout = (batch_size, seed_offset, video), ahead, timeout
+        self.args, self.ahead, self.timeout = (batch_size, seed_offset, video, paraphrase), ahead, timeout
         self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
         self.pending = {}
 
@@ -250,7 +250,7 @@ def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_s
 
 
 def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4,
-               device: str = "cpu", init_from: Path | None = None, data_workers: int = 0):
+               device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
     instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along."""
     from diffusers import DDPMScheduler
@@ -270,7 +270,8 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
     conditioner = Conditioner(spec)
     video = spec.modality == "video"
     gen = torch.Generator().manual_seed(0)
-    batches = PrefetchedBatches(batch_size, seed_offset=20_000_000, video=video, workers=data_workers)
+    batches = PrefetchedBatches(batch_size, seed_offset=20_000_000, video=video, workers=data_workers,
+                                paraphrase=paraphrase)
 
     def loss_fn(step):
         pixels, scenes, captions = batches(step)

@@ -138,6 +138,18 @@ def test_data_is_a_pure_function_of_the_seed():
     assert not np.array_equal(data.sample(124)[0], a)
 
 
+def test_paraphrased_captions_change_only_the_object_words():
+    """Training may swap colour and shape words for synonyms; pixels, scene and the rest of the caption stay."""
+    for seed in range(40):
+        pixels, scene, plain = data.sample(seed, video=seed % 2 == 1)
+        p_pixels, p_scene, para = data.sample(seed, video=seed % 2 == 1, paraphrase=1.0)
+        assert np.array_equal(pixels, p_pixels) and scene == p_scene
+        colour = next(w for w in data.SYNONYMS[scene.colour] if f"{w} " in para)
+        shape = next(w for w in data.SYNONYMS[scene.shape] if w in para)
+        assert para != plain and para.replace(f"{colour} ", f"{scene.colour} ").replace(shape, scene.shape) == plain
+    assert data.sample(5, paraphrase=0.0)[2] == data.sample(5)[2]
+
+
 def test_scenes_are_valid():
     for seed in range(200):
         pixels, scene, caption = data.sample(seed)
