@@ -96,6 +96,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
     mode = weak_mode or next(iter(spec.weak_patches))
     if mode not in spec.weak_patches:
         raise ValueError(f"{name} has no weak mode {mode!r}; choose one of {', '.join(spec.weak_patches)}")
+    lead = spec.lead_steps(mode, steps) if lead is None else lead
     wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
     # real data: the judge's reading of the evaluation set itself; its Fréchet distance from a second real set
     rows = [{"variant": "-", "method": "real data", "budget": None, "flops_ratio": None,
@@ -139,7 +140,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
         if baselines and variant == variants[0]:
             add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
     return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
-            "lead": spec.lead_steps(mode, steps) if lead is None else lead, "samples": n,
+            "lead": lead, "samples": n,
             "steps": steps, "guidance": guidance, "rows": rows}
 
 

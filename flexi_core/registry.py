@@ -33,11 +33,11 @@ class ModelSpec:
     vae_scale: float = 1.0
     text_tokens: int = 0  # length of the text-token sequence the denoiser attends to
     description: str = ""
-    lead: dict = field(default_factory=dict)  # weak mode -> share of the steps that lead it at native (schedule.py)
+    lead_share: dict = field(default_factory=dict)  # weak mode -> share of the steps run native before it (schedule.py)
 
     def lead_steps(self, weak_mode: str, steps: int) -> int:
         """Leading native steps of a budget schedule; measured at 25 steps and kept as a share of them."""
-        return round(self.lead.get(weak_mode, 0) * steps)
+        return round(self.lead_share.get(weak_mode, 0) * steps)
 
     @property
     def modality(self) -> str:
@@ -68,7 +68,7 @@ SPECS = {s.name: s for s in [
                    sample_frames=data.NUM_FRAMES, patch_size=2, temporal_compression_ratio=1, max_text_seq_length=24,
                    spatial_interpolation_scale=1.0, temporal_interpolation_scale=1.0),
               (data.NUM_FRAMES, 4, 8, 8), {"temporal": (2, 2, 2), "spatial": (1, 4, 4)}, guidance=4.0,
-              scheduler=_EMBEDDED_SCHEDULER, text_tokens=24, lead={"spatial": 3 / 25},
+              scheduler=_EMBEDDED_SCHEDULER, text_tokens=24, lead_share={"spatial": 3 / 25},
               description="embedded: moving shapes, CogVideoX-style joint attention, 8 frames of 32x32 px"),
     ModelSpec("dit-xl-2-256", "dit", "class",
               dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
