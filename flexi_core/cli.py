@@ -33,6 +33,7 @@ def cmd_train(args):
     spec = registry.get_spec(args.model)
     if not spec.embedded:
         raise UserError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
+    _check_paraphrase(args.paraphrase, spec)
     device = _training_device(args.device)
     vae = load_embedded_vae()
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
@@ -40,6 +41,23 @@ def cmd_train(args):
                              paraphrase=args.paraphrase)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
+
+
+def _budget_list(text: str) -> tuple[float, ...]:
+    try:
+        budgets = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not all(0 < b <= 1 for b in budgets):
+        raise argparse.ArgumentTypeError(f"{text!r}: every budget is a fraction of the static FLOPs, in (0, 1]")
+    return budgets
+
+
+def _check_paraphrase(rate: float, spec):
+    if not 0 <= rate <= 1:
+        raise UserError(f"--paraphrase {rate}: a chance, in [0, 1]")
+    if rate and not (spec.embedded and spec.conditioning == "text"):
+        raise UserError(f"--paraphrase: {spec.name} has no procedural captions (embedded text models only)")
 
 
 def parse_patch(text: str, video: bool) -> tuple:
@@ -179,9 +197,11 @@ def cmd_flexify(args):
     model.flexible.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
     if args.source == "data":
         model.vae.to(device)  # encodes the procedural batches
-    draw, null = train.condition_sampler(model, args.prompts)
+    _check_paraphrase(args.paraphrase, spec)
+    draw, null = train.condition_sampler(model, args.prompts, args.paraphrase)
     batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
-                                      workers=args.data_workers if args.source == "data" else 0)
+                                      workers=args.data_workers if args.source == "data" else 0,
+                                      paraphrase=args.paraphrase)
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
     try:
         info = train.flexify(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
@@ -203,8 +223,9 @@ def cmd_evaluate(args):
     torch.set_num_threads(args.threads)
     quick = args.quick
     result = evaluate(args.model, n=args.samples or (16 if quick else 256), steps=args.steps or (10 if quick else None),
-                      budgets=(1.0, 0.55) if quick else BUDGETS, variants=tuple(args.variants.split(",")),
-                      baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead)
+                      budgets=args.budgets or ((1.0, 0.55) if quick else BUDGETS), variants=tuple(args.variants.split(",")),
+                      baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead,
+                      paraphrase=args.paraphrase)
     print(markdown_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
@@ -236,6 +257,8 @@ def cmd_card(args):
         print(name, "columns:", "; ".join(conditions))
 
 
+PARAPHRASE_HELP = ("embedded text models: chance that a caption's colour or shape word is a synonym "
+                   "(data.SYNONYMS)")
 LEAD_HELP = ("native steps that run before the weak ones (default: the model's measured share, e.g. 3 of 25 for "
              "shapes-video's spatial mode, else 0)")
 
@@ -270,8 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a transformer folder or .safetensors file) instead of from scratch; fresh optimizer and schedule")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
-    p.add_argument("--paraphrase", type=float, default=0.0,
-                   help="text models: chance that a caption's colour or shape word is a synonym (data.SYNONYMS)")
+    p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample with a compute budget (and the static baseline with --compare)")
@@ -307,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="self", choices=["self", "data"],
                    help="x_t from the teacher's own trajectories (data-free) or from the procedural dataset")
     p.add_argument("--prompts", help="text file, one prompt per line (text models without procedural captions)")
+    p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--restart", action="store_true",
                    help="start afresh from the original transformer (PI-resize init), not from the flexify weights")
@@ -322,10 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help="samples per row (default 256; 16 with --quick)")
     p.add_argument("--steps", type=int)
     p.add_argument("--variants", default="lora,shared")
+    p.add_argument("--budgets", type=_budget_list, help="comma-separated fractions of the static FLOPs "
+                   "(default 1,0.75,0.55,0.4,0.25; the static row always runs)")
     p.add_argument("--weak-mode", help="video: temporal or spatial")
     p.add_argument("--lead", type=int, help=LEAD_HELP)
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale for every row (default: the model's)")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--paraphrase", choices=["trained", "held-out"],
+                   help="text models: every caption names colour and shape with a synonym that training used "
+                        "(`train --paraphrase`) or one it never saw")
     p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100%% and 55%%")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")

@@ -5,6 +5,7 @@ Shapes are drawn at 4x resolution and box-filtered down, which gives clean anti-
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +25,21 @@ DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 SIZES = ("small", "medium", "large")  # half-extent 5-7, 8-9, 10-12 pixels
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
 # Other words for an object's colour and shape: training may swap them into captions (`train --paraphrase P`) so that
-# a prompt in other words ("a scarlet disc") draws the same picture. Evaluation captions never use them.
-SYNONYMS = {"red": ("crimson", "scarlet", "ruby", "cherry"), "green": ("emerald", "lime", "grass-green"),
-            "blue": ("azure", "cobalt", "sapphire"), "yellow": ("golden", "lemon", "amber"),
-            "circle": ("disc", "round shape", "ball", "dot"), "square": ("box", "block"),
-            "triangle": ("pyramid", "wedge"), "diamond": ("rhombus", "lozenge")}
+# a prompt in other words ("a scarlet disc") draws the same picture. Evaluation captions use them only when asked
+# (`evaluate --paraphrase trained`); HELD_OUT_SYNONYMS are never trained on and measure how far the text encoder
+# carries the model beyond the words it saw (`evaluate --paraphrase held-out`).
+SYNONYMS = {"red": ("crimson", "scarlet", "ruby", "cherry", "vermilion", "tomato-red"),
+            "green": ("emerald", "lime", "grass-green", "jade", "leaf-green"),
+            "blue": ("azure", "cobalt", "sapphire", "navy", "cerulean", "sky-blue"),
+            "yellow": ("golden", "lemon", "amber", "canary", "gold"),
+            "circle": ("disc", "round shape", "ball", "dot", "orb", "round blob"),
+            "square": ("box", "block", "tile", "cube"),
+            "triangle": ("pyramid", "wedge", "three-sided shape"),
+            "diamond": ("rhombus", "lozenge", "kite")}
+HELD_OUT_SYNONYMS = {"red": ("blood-red", "cardinal"), "green": ("mint", "verdant"),
+                     "blue": ("ultramarine", "cornflower"), "yellow": ("sunflower", "butter-yellow"),
+                     "circle": ("sphere", "round spot"), "square": ("quadrate", "four-sided shape"),
+                     "triangle": ("arrowhead", "three-cornered shape"), "diamond": ("rhomb", "gem")}
 
 
 @dataclass(frozen=True)
@@ -154,32 +165,35 @@ _VIDEO_TEMPLATES = (
 )
 
 
-def caption(scene: Scene, rng: np.random.Generator, video: bool = False, paraphrase: float = 0.0) -> str:
-    """`paraphrase`: the chance that the object's colour word, and separately its shape word, is a synonym."""
+def caption(scene: Scene, rng: np.random.Generator, video: bool = False, paraphrase: float = 0.0,
+            synonyms: dict[str, tuple[str, ...]] = SYNONYMS) -> str:
+    """`paraphrase`: the chance that the object's colour word, and separately its shape word, is one of `synonyms`."""
     templates = _VIDEO_TEMPLATES if video else _IMAGE_TEMPLATES
     template = templates[int(rng.integers(len(templates)))]
     position = scene.position_word
 
     def word(canonical: str) -> str:  # draws nothing without paraphrasing: captions stay what they always were
         if paraphrase and rng.random() < paraphrase:
-            return SYNONYMS[canonical][int(rng.integers(len(SYNONYMS[canonical])))]
+            return synonyms[canonical][int(rng.integers(len(synonyms[canonical])))]
         return canonical
-    return template.format(size=scene.size_word, colour=word(scene.colour), shape=word(scene.shape),
+    text = template.format(size=scene.size_word, colour=word(scene.colour), shape=word(scene.shape),
                            position="centre" if position == "centre" else position,
                            background=scene.background, direction=scene.direction)
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "an azure disc"; no canonical word starts with a vowel
 
 
-def sample(seed: int, class_id: int | None = None, video: bool = False,
-           paraphrase: float = 0.0) -> tuple[np.ndarray, Scene, str]:
+def sample(seed: int, class_id: int | None = None, video: bool = False, paraphrase: float = 0.0,
+           synonyms: dict[str, tuple[str, ...]] = SYNONYMS) -> tuple[np.ndarray, Scene, str]:
     """One (pixels, scene, caption) triple, a pure function of its arguments."""
     rng = np.random.default_rng(seed)
     scene = random_scene(rng, class_id, video)
     pixels = render_video(scene) if video else render(scene)
-    return pixels, scene, caption(scene, rng, video, paraphrase)
+    return pixels, scene, caption(scene, rng, video, paraphrase, synonyms)
 
 
-def batch(seeds, video: bool = False, paraphrase: float = 0.0) -> tuple[np.ndarray, list[Scene], list[str]]:
-    items = [sample(int(s), video=video, paraphrase=paraphrase) for s in seeds]
+def batch(seeds, video: bool = False, paraphrase: float = 0.0,
+          synonyms: dict[str, tuple[str, ...]] = SYNONYMS) -> tuple[np.ndarray, list[Scene], list[str]]:
+    items = [sample(int(s), video=video, paraphrase=paraphrase, synonyms=synonyms) for s in seeds]
     return np.stack([i[0] for i in items]), [i[1] for i in items], [i[2] for i in items]
 
 

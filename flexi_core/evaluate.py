@@ -21,12 +21,16 @@ from .schedule import Schedule
 
 BUDGETS = (1.0, 0.75, 0.55, 0.40, 0.25)
 EVAL_SEED = 70_000_000
+PARAPHRASES = {"trained": data.SYNONYMS, "held-out": data.HELD_OUT_SYNONYMS}
 
 
-def eval_set(spec, n: int, offset: int = EVAL_SEED):
-    """n procedural items: (real pixels, scenes, conditions); classes are balanced for the class model."""
+def eval_set(spec, n: int, offset: int = EVAL_SEED, synonyms: dict | None = None):
+    """n procedural items: (real pixels, scenes, conditions); classes are balanced for the class model.
+
+    `synonyms` (data.SYNONYMS or data.HELD_OUT_SYNONYMS): every caption names colour and shape in those words."""
     video = spec.modality == "video"
-    items = [data.sample(offset + i, class_id=i % len(data.CLASS_NAMES), video=video) for i in range(n)]
+    words = {"paraphrase": 1.0, "synonyms": synonyms} if synonyms else {}
+    items = [data.sample(offset + i, class_id=i % len(data.CLASS_NAMES), video=video, **words) for i in range(n)]
     pixels = np.stack([p for p, _, _ in items])
     scenes = [s for _, s, _ in items]
     conditions = [s.class_name for s in scenes] if spec.conditioning == "class" else [c for _, _, c in items]
@@ -84,12 +88,16 @@ def _run(model, condition, schedule, seeds, guidance, chunk, progress_label=""):
 
 def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS, variants=("lora", "shared"),
              baselines: bool = True, guidance: float | None = None, chunk: int = 64, assets=ASSETS,
-             weak_mode: str | None = None, lead: int | None = None) -> dict:
+             weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None) -> dict:
+    """`paraphrase` ("trained" or "held-out", text models): captions in other words than the canonical ones."""
     spec = get_spec(name)
     steps = steps or spec.steps
     guidance = spec.guidance if guidance is None else guidance
+    synonyms = PARAPHRASES[paraphrase] if paraphrase else None
+    if synonyms and spec.conditioning != "text":
+        raise ValueError(f"{name} is class-conditioned: paraphrased captions need a text model")
     judge = load_judge(assets / "judge.safetensors")
-    real, scenes, conditions = eval_set(spec, n)
+    real, scenes, conditions = eval_set(spec, n, synonyms=synonyms)
     real_feats = judge_pixels(judge, spec, real)[1]
     reference, _, _ = eval_set(spec, n, offset=EVAL_SEED + 1_000_000)  # real vs real: the noise floor
     seeds = list(range(n))
@@ -140,7 +148,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
         if baselines and variant == variants[0]:
             add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
     return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
-            "lead": lead, "samples": n,
+            "lead": lead, "paraphrase": paraphrase, "samples": n,
             "steps": steps, "guidance": guidance, "rows": rows}
 
 
@@ -152,6 +160,8 @@ def _schedule_note(result: dict) -> str:
         note += f", weak patch `{mode}` ({','.join(map(str, result['weak_patch']))})"
     if result.get("lead"):
         note += f", budgets lead with up to {result['lead']} native steps"
+    if result.get("paraphrase"):
+        note += f", captions in {result['paraphrase']} synonyms"
     return note
 
 

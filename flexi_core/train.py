@@ -417,11 +417,11 @@ def flexify(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_con
     return {"steps": steps, "batch_size": batch_size, "source": source, "modes": modes}
 
 
-def condition_sampler(model, prompts_file: str | None = None):
+def condition_sampler(model, prompts_file: str | None = None, paraphrase: float = 0.0):
     """(draw(step, n) -> conditioning with 10% nulls, null(n) -> null conditioning) for flexify.
 
-    Embedded models draw procedural classes/captions (text only: no images are needed); public models draw random
-    ImageNet classes or lines of a prompts file."""
+    Embedded models draw procedural classes/captions (text only: no images are needed; `paraphrase` as in
+    `data.caption`); public models draw random ImageNet classes or lines of a prompts file."""
     spec = model.spec
     null_label = model.flexible.base.config.get("num_embeds_ada_norm") if spec.conditioning == "class" else None
     conditioner = Conditioner(spec, model.text_encoder, null_label)
@@ -440,7 +440,8 @@ def condition_sampler(model, prompts_file: str | None = None):
             return conditioner(None, [prompts[i] for i in torch.randint(len(prompts), (n,), generator=gen)], gen)
         seeds = 50_000_000 + step * n + np.arange(n)
         captions = [data.caption(data.random_scene(np.random.default_rng(s), video=spec.modality == "video"),
-                                 np.random.default_rng(s + 1), video=spec.modality == "video") for s in seeds]
+                                 np.random.default_rng(s + 1), video=spec.modality == "video", paraphrase=paraphrase)
+                    for s in seeds]
         return conditioner(None, captions, gen)
 
     return draw, conditioner.null

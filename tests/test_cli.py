@@ -78,9 +78,13 @@ def test_flops_command_needs_no_weights(tmp_path):
     (["generate", "--model", "shapes-text", "--prompt", "   "], "prompt is empty"),
     (["generate", "--model", "shapes", "--class-label", "red circle", "--steps", "0"], "steps"),
     (["generate", "--model", "dit-xl-2-256", "--class-label", "207"], "not available offline"),
+    (["evaluate", "--model", "shapes", "--budgets", "0.5,2"], "every budget"),
+    (["evaluate", "--model", "shapes", "--paraphrase", "trained"], "class-conditioned"),
+    (["train", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
+    (["train", "--model", "shapes-text", "--paraphrase", "1.5"], "in [0, 1]"),
 ])
 def test_errors_are_one_line(tiny_assets, args, message):
-    r = run([*args, "--out-dir", "/tmp/flexi-cli-errors"], tiny_assets)
+    r = run([*args, *(["--out-dir", "/tmp/flexi-cli-errors"] if args[0] == "generate" else [])], tiny_assets)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
 

@@ -77,3 +77,22 @@ def test_scoring_asks_only_for_what_the_caption_names(name):
         assert all(w.get("position", s.position_word) == s.position_word
                    and (("position" in w) == (f" {s.position_word} " in f" {c} "))
                    for w, s, c in zip(wants, scenes, captions))
+
+
+def test_paraphrased_evaluation_names_every_object_in_other_words():
+    """`evaluate --paraphrase`: same scenes, colour and shape named by trained or never-trained synonyms."""
+    from flexi_core.evaluate import PARAPHRASES, eval_set, evaluate
+    from flexi_core.registry import get_spec
+    spec = get_spec("shapes-text")
+    real, scenes, plain = eval_set(spec, 48)
+    for synonyms in PARAPHRASES.values():
+        p_real, p_scenes, captions = eval_set(spec, 48, synonyms=synonyms)
+        assert np.array_equal(real, p_real) and p_scenes == scenes
+        for scene, caption, canonical in zip(scenes, captions, plain):
+            assert caption != canonical
+            assert any(f"{w} " in caption for w in synonyms[scene.colour])
+            assert any(w in caption for w in synonyms[scene.shape])
+    trained, held_out = ({w for words in table.values() for w in words} for table in PARAPHRASES.values())
+    assert not trained & held_out
+    with pytest.raises(ValueError, match="class-conditioned"):
+        evaluate("shapes", n=2, paraphrase="trained")
