@@ -223,7 +223,8 @@ def cmd_evaluate(args):
     torch.set_num_threads(args.threads)
     quick = args.quick
     result = evaluate(args.model, n=args.samples or (16 if quick else 256), steps=args.steps or (10 if quick else None),
-                      budgets=args.budgets or ((1.0, 0.55) if quick else BUDGETS), variants=tuple(args.variants.split(",")),
+                      budgets=args.budgets or ((1.0, 0.55) if quick else BUDGETS),
+                      variants=tuple(args.variants.split(",")),
                       baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead,
                       paraphrase=args.paraphrase)
     print(markdown_table(result))
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh from the original transformer (PI-resize init), not from the flexify weights")
     p.add_argument("--run-dir")
     p.add_argument("--out", help="output .safetensors (default assets/MODEL/flexify-VARIANT.safetensors)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (transformer and VAE; the text encoder stays on the CPU)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda (transformer and VAE; the text encoder stays on the CPU)")
     p.add_argument("--data-workers", type=int, default=0,
                    help="--source data: processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.set_defaults(func=cmd_flexify)

@@ -32,7 +32,8 @@ class Comparison:
 
 def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = 0.5, steps: int | None = None,
              seed: int = 0, guidance: float | None = None, sampler: str = "ddim", weak_mode: str | None = None,
-             lead: int | None = None, schedule: Schedule | None = None, compare: bool = True, progress=None) -> Comparison:
+             lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
+             progress=None) -> Comparison:
     """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one.
 
     `progress(fraction, text)` is called after every denoising step of both runs."""
