@@ -14,15 +14,16 @@ from .sampling import budget_schedule, encode_condition, sample
 from .schedule import Schedule
 
 
-def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "shapes-text", "shapes-video")):
+def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "shapes-text", "shapes-video")) -> bool:
+    """Plots the losses logged under `runs/NAME/`; without any log (a fresh clone) the shipped figure stays."""
+    logs = {name: runs / name / "log.jsonl" for name in names if (runs / name / "log.jsonl").exists()}
+    if not logs:
+        return False
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name in names:
-        log = runs / name / "log.jsonl"
-        if not log.exists():
-            continue
+    for name, log in logs.items():
         rows = [json.loads(line) for line in log.read_text().splitlines()]
         steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
         ax = axes[0] if name.startswith("shapes") else axes[1]
@@ -30,11 +31,13 @@ def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "sha
     axes[0].set(title="diffusion transformers (v-prediction MSE)", xlabel="step", yscale="log")
     axes[1].set(title="autoencoder (L1+L2) and judge (CE+geometry)", xlabel="step", yscale="log")
     for ax in axes:
-        ax.legend()
+        if ax.lines:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=80)
     plt.close(fig)
+    return True
 
 
 def _first_reachable(model, budget: float, steps: int) -> Schedule | None:

@@ -252,7 +252,8 @@ def cmd_card(args):
     from . import card
     from .registry import ASSETS
     torch.set_num_threads(args.threads)
-    card.training_curves(Path("runs"), ASSETS / "training-curves.png")
+    if not card.training_curves(Path("runs"), ASSETS / "training-curves.png"):
+        print("no training logs under runs/: training-curves.png left as it is")
     for name in args.models.split(","):
         conditions = card.sample_grid(name, ASSETS / f"samples-{name}.png", steps=args.steps)
         print(name, "columns:", "; ".join(conditions))

@@ -161,3 +161,15 @@ def test_scenes_are_valid():
         corner = pixels[0, 0] if scene.position_word != "top left" else pixels[-1, -1]
         centre = pixels[int(scene.cy), int(scene.cx)]
         assert np.abs(centre.astype(int) - obj).max() < 40 or np.abs(corner.astype(int) - bg).max() < 5
+
+
+def test_training_curves_keep_the_shipped_figure_without_logs(tmp_path):
+    """`card` on a fresh clone (no runs/) must not overwrite assets/training-curves.png with empty axes."""
+    import json
+    from flexi_core.card import training_curves
+    out = tmp_path / "curves.png"
+    assert not training_curves(tmp_path / "runs", out) and not out.exists()
+    (tmp_path / "runs" / "shapes").mkdir(parents=True)
+    (tmp_path / "runs" / "shapes" / "log.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "loss": 1 / s}) for s in range(1, 50)))
+    assert training_curves(tmp_path / "runs", out) and out.stat().st_size > 1000
