@@ -34,11 +34,13 @@ def cmd_train(args):
     if not spec.embedded:
         raise UserError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
     _check_paraphrase(args.paraphrase, spec)
+    if args.train_only and args.init_from is None:
+        raise UserError("--train-only fine-tunes part of a trained model: give it --init-from")
     device = _training_device(args.device)
     vae = load_embedded_vae()
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
                              device=device, init_from=args.init_from, data_workers=args.data_workers,
-                             paraphrase=args.paraphrase)
+                             paraphrase=args.paraphrase, train_only=tuple(filter(None, args.train_only.split(","))))
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
+    p.add_argument("--train-only", default="", metavar="PREFIXES",
+                   help="comma-separated parameter-name prefixes; the rest stays frozen (e.g. caption_projection: "
+                        "new words without touching the transformer body the flexify files were trained on)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="sample with a compute budget (and the static baseline with --compare)")

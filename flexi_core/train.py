@@ -250,9 +250,13 @@ def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_s
 
 
 def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4,
-               device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0):
+               device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0,
+               train_only: tuple[str, ...] = ()):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
-    instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along."""
+    instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along.
+
+    `train_only` (parameter-name prefixes) freezes the rest: e.g. only the caption projection learns synonyms, so the
+    transformer body, and with it every flexify file trained on it, stays valid."""
     from diffusers import DDPMScheduler
     from .registry import build_transformer
     model = init_like_dit(build_transformer(spec))
@@ -281,6 +285,12 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
         pred = family.native_forward(xt, t, {k: v.to(device) for k, v in cond.items()})
         return (pred - target).pow(2).mean()
 
+    if train_only:
+        names = [n for n, _ in model.named_parameters() if n.startswith(train_only)]
+        if not names:
+            raise ValueError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
     try:
         run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999)
     finally:

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import tiny_transformer
 from flexi_core import data, registry, train
@@ -113,7 +114,6 @@ def test_flexify_data_batches_do_not_depend_on_prefetch_workers():
 
 def test_a_new_leg_starts_from_exported_weights(tmp_path, capsys):
     """--init-from: the leg starts at the milestone's weights (lr 0 keeps them); a checkpoint then takes precedence."""
-    from safetensors.torch import load_file
     from flexi_core.loading import load_embedded_vae
     spec, vae = registry.get_spec("shapes"), load_embedded_vae()
     weights = registry.ASSETS / "shapes" / "transformer"
@@ -126,6 +126,21 @@ def test_a_new_leg_starts_from_exported_weights(tmp_path, capsys):
                      init_from=tmp_path / "missing")  # resumes from the checkpoint, never reads init_from
     out = capsys.readouterr().out
     assert out.count("new leg from") == 1 and "resumed at step 1" in out
+
+
+def test_train_only_moves_the_named_parameters(tmp_path):
+    """--train-only caption_projection: new words, the transformer body (and every flexify file on it) untouched."""
+    from flexi_core.loading import load_embedded_vae
+    spec, vae = registry.get_spec("shapes-text"), load_embedded_vae()
+    weights = registry.ASSETS / "shapes-text" / "transformer"
+    before = {k: v.float() for k, v in load_file(weights / "diffusion_pytorch_model.safetensors").items()}
+    model = train.train_base(spec, vae, vae.config.scaling_factor, tmp_path, steps=3, batch_size=2, lr=1e-3,
+                             init_from=weights, paraphrase=0.5, train_only=("caption_projection",))
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved and all(k.startswith("caption_projection.") for k in moved)
+    with pytest.raises(ValueError, match="no parameter"):
+        train.train_base(spec, vae, vae.config.scaling_factor, tmp_path / "b", steps=1, batch_size=2,
+                         init_from=weights, train_only=("nope",))
 
 
 def test_data_is_a_pure_function_of_the_seed():
