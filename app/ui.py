@@ -44,11 +44,13 @@ EXAMPLES = [
     ["shapes", "blue triangle", ""],
     ["shapes-text", "red circle", "a large yellow diamond in the centre on a dark blue background"],
     ["shapes-text", "red circle", "a small green square in the top left on a white background"],
+    ["shapes-text", "red circle", "a large crimson disc on a white background"],  # other words: see assets/README
     ["shapes-video", "red circle", "a red circle moving right on a black background"],
     ["shapes-video", "red circle", "a blue triangle going up"],
 ]
 EXAMPLE_LABELS = ["shapes: red circle", "shapes: blue triangle", "shapes-text: yellow diamond on dark blue",
-                  "shapes-text: small green square, top left", "shapes-video: red circle moving right",
+                  "shapes-text: small green square, top left", "shapes-text: crimson disc (in other words)",
+                  "shapes-video: red circle moving right",
                   "shapes-video: blue triangle going up"]
 PUBLIC_CLASS_EXAMPLES = ("207", "88", "279", "360", "387", "417", "974", "979")  # a few ImageNet class ids
 CSS = """
