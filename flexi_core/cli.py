@@ -40,7 +40,7 @@ def cmd_train(args):
     vae = load_embedded_vae()
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
                              device=device, init_from=args.init_from, data_workers=args.data_workers,
-                             paraphrase=args.paraphrase, train_only=tuple(filter(None, args.train_only.split(","))))
+                             paraphrase=args.paraphrase, train_only=args.train_only)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -53,6 +53,10 @@ def _budget_list(text: str) -> tuple[float, ...]:
     if not all(0 < b <= 1 for b in budgets):
         raise argparse.ArgumentTypeError(f"{text!r}: every budget is a fraction of the static FLOPs, in (0, 1]")
     return budgets
+
+
+def _prefixes(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _check_paraphrase(rate: float, spec):
@@ -186,9 +190,10 @@ def cmd_generate(args):
 def cmd_flexify(args):
     import json
     import torch
-    from . import train
+    from . import registry, train
     from .loading import load_model
     torch.set_num_threads(args.threads)
+    _check_paraphrase(args.paraphrase, registry.get_spec(args.model))
     # --restart: the original transformer (not a shared variant's fine-tuned copy) with fresh weak layers
     model = load_model(args.model, args.variant, weights_dir=args.weights_dir, allow_download=args.allow_download,
                        fresh=args.restart, lora_rank=args.lora_rank)
@@ -199,7 +204,6 @@ def cmd_flexify(args):
     model.flexible.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
     if args.source == "data":
         model.vae.to(device)  # encodes the procedural batches
-    _check_paraphrase(args.paraphrase, spec)
     draw, null = train.condition_sampler(model, args.prompts, args.paraphrase)
     batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
                                       workers=args.data_workers if args.source == "data" else 0,
@@ -298,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
-    p.add_argument("--train-only", default="", metavar="PREFIXES",
+    p.add_argument("--train-only", type=_prefixes, default=(), metavar="PREFIXES",
                    help="comma-separated parameter-name prefixes; the rest stays frozen (e.g. caption_projection: "
                         "new words without touching the transformer body the flexify files were trained on)")
     p.set_defaults(func=cmd_train)

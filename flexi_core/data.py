@@ -191,9 +191,8 @@ def sample(seed: int, class_id: int | None = None, video: bool = False, paraphra
     return pixels, scene, caption(scene, rng, video, paraphrase, synonyms)
 
 
-def batch(seeds, video: bool = False, paraphrase: float = 0.0,
-          synonyms: dict[str, tuple[str, ...]] = SYNONYMS) -> tuple[np.ndarray, list[Scene], list[str]]:
-    items = [sample(int(s), video=video, paraphrase=paraphrase, synonyms=synonyms) for s in seeds]
+def batch(seeds, video: bool = False, paraphrase: float = 0.0) -> tuple[np.ndarray, list[Scene], list[str]]:
+    items = [sample(int(s), video=video, paraphrase=paraphrase) for s in seeds]
     return np.stack([i[0] for i in items]), [i[1] for i in items], [i[2] for i in items]
 
 

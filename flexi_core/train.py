@@ -286,11 +286,10 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
         return (pred - target).pow(2).mean()
 
     if train_only:
-        names = [n for n, _ in model.named_parameters() if n.startswith(train_only)]
-        if not names:
-            raise ValueError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
         for n, p in model.named_parameters():
-            p.requires_grad_(n in names)
+            p.requires_grad_(n.startswith(train_only))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
     try:
         run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999)
     finally:

@@ -81,6 +81,7 @@ def test_flops_command_needs_no_weights(tmp_path):
     (["evaluate", "--model", "shapes", "--budgets", "0.5,2"], "every budget"),
     (["evaluate", "--model", "shapes", "--paraphrase", "trained"], "class-conditioned"),
     (["train", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
+    (["flexify", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
     (["train", "--model", "shapes-text", "--paraphrase", "1.5"], "in [0, 1]"),
 ])
 def test_errors_are_one_line(tiny_assets, args, message):
