@@ -15,10 +15,11 @@ def cmd_train(args):
     from . import registry, train
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or f"runs/{args.model}")
-    if args.model == "vae":
-        train.train_vae(run_dir, steps=args.steps, batch_size=args.batch_size)
+    limit = None if args.minutes is None else 60 * args.minutes
+    if args.model in ("vae", "vae-2x"):
+        train.train_vae(run_dir, steps=args.steps, batch_size=args.batch_size, name=args.model, time_limit=limit)
         if args.export:
-            print("latent scale", train.export_vae(run_dir, registry.ASSETS / "vae"))
+            print("latent scale", train.export_vae(run_dir, registry.ASSETS / args.model, name=args.model))
         return
     if args.model == "vae-decoder":
         train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, steps=args.steps, batch_size=args.batch_size)
@@ -37,10 +38,10 @@ def cmd_train(args):
     if args.train_only and args.init_from is None:
         raise UserError("--train-only fine-tunes part of a trained model: give it --init-from")
     device = _training_device(args.device)
-    vae = load_embedded_vae()
+    vae = load_embedded_vae(name=spec.vae)
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
                              device=device, init_from=args.init_from, data_workers=args.data_workers,
-                             paraphrase=args.paraphrase, train_only=args.train_only)
+                             paraphrase=args.paraphrase, train_only=args.train_only, time_limit=limit)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -287,13 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flexi_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an embedded model: vae, vae-decoder (decoder-only fine-tune of the "
+    p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-decoder (decoder-only fine-tune of the "
                                      "shipped autoencoder), judge, shapes, shapes-text, shapes-video")
     p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--minutes", type=float, help="end this leg after so many minutes, with a checkpoint to resume")
     p.add_argument("--run-dir", help="checkpoint folder (default runs/MODEL); training resumes from it")
     p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
     p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers)")

@@ -22,11 +22,11 @@ def _require(path: Path, what: str, how: str):
         raise FileNotFoundError(f"{what} not found at {path}; {how}")
 
 
-def load_embedded_vae(assets: Path = ASSETS):
+def load_embedded_vae(assets: Path = ASSETS, name: str = "vae"):
     from diffusers import AutoencoderKL
-    folder = assets / "vae"
-    _require(folder / "diffusion_pytorch_model.safetensors", "the embedded autoencoder",
-             "restore assets/ from git or run `python -m flexi_core train --model vae --export`")
+    folder = assets / name
+    _require(folder / "diffusion_pytorch_model.safetensors", f"the embedded autoencoder {name}",
+             f"restore assets/ from git or run `python -m flexi_core train --model {name} --export`")
     return AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32, use_safetensors=True).eval()
 
 
@@ -127,7 +127,7 @@ def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Pa
                          f"{str(e).splitlines()[0][:200]}") from e
     file = None if fresh else flexify_file or folder / f"flexify-{variant}.safetensors"
     flexible, trained = _flexible(base, spec, variant, file, lora_rank)
-    vae = load_embedded_vae(assets)
+    vae = load_embedded_vae(assets, spec.vae)
     text = None
     if spec.conditioning == "text":
         from .text import load_minilm

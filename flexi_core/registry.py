@@ -31,6 +31,7 @@ class ModelSpec:
     embedded: bool = True
     repo: str = ""  # hub id of a public checkpoint
     vae_scale: float = 1.0
+    vae: str = "vae"  # embedded: the autoencoder's folder in assets/ (vae.py)
     text_tokens: int = 0  # length of the text-token sequence the denoiser attends to
     description: str = ""
     lead_share: dict = field(default_factory=dict)  # weak mode -> share of the steps run native before it (schedule.py)
@@ -58,6 +59,11 @@ SPECS = {s.name: s for s in [
               dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, num_embeds_ada_norm=len(data.CLASS_NAMES)),
               (4, 8, 8), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.CLASS_NAMES,
               description="embedded: 16 coloured shapes, class-conditioned DiT, 32x32 px"),
+    # the paper's token regime (issue 18 pilot): a 2x autoencoder gives a 16x16 latent, 256 tokens native, 64 weak
+    ModelSpec("shapes-256", "dit", "class",
+              dict(_SMALL, num_layers=6, sample_size=16, patch_size=1, num_embeds_ada_norm=len(data.CLASS_NAMES)),
+              (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.CLASS_NAMES,
+              vae="vae-2x", description="embedded pilot: shapes on a 16x16 latent (256 tokens), 32x32 px"),
     ModelSpec("shapes-text", "pixart", "text",
               dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, cross_attention_dim=192, caption_channels=384,
                    use_additional_conditions=False, norm_elementwise_affine=False, norm_eps=1e-6),

@@ -42,8 +42,10 @@ class EMA:
 def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor], steps: int,
                  run_dir: Path, lr: float = 1e-3, weight_decay: float = 0.0, warmup: int = 200,
                  grad_clip: float = 1.0, ema_decay: float = 0.999, checkpoint_every: int = 500,
-                 param_names: list[str] | None = None) -> dict[str, torch.Tensor]:
+                 param_names: list[str] | None = None, time_limit: float | None = None) -> dict[str, torch.Tensor]:
     """Optimises `loss_fn(step)` for `steps` steps, resuming from `run_dir` if a checkpoint is there.
+
+    `time_limit` (seconds) ends this leg early with a checkpoint: a run of many legs, each within a session's time.
 
     `param_names` picks the trained parameters (default: those with requires_grad); they are all handed to the
     optimizer even while peft has frozen an inactive adapter. Returns the EMA state dict."""
@@ -92,8 +94,12 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
                 log.flush()
                 bar.set_postfix(loss=f"{mean:.4f}")
                 losses = []
-            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            out_of_time = time_limit is not None and time.time() - t0 > time_limit
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time:
                 save(step + 1)
+            if out_of_time:
+                print(f"[{name}] time limit reached at step {step + 1}; run again to resume")
+                break
     model.eval()
     return ema.state_dict()
 
@@ -147,9 +153,10 @@ class PrefetchedBatches:
 
 # --- the embedded autoencoder ------------------------------------------------------------------------------------
 
-def train_vae(run_dir: Path, steps: int = 3000, batch_size: int = 32, kl_weight: float = 1e-6):
+def train_vae(run_dir: Path, steps: int = 3000, batch_size: int = 32, kl_weight: float = 1e-6, name: str = "vae",
+              time_limit: float | None = None):
     from .vae import build_embedded_vae
-    vae = build_embedded_vae()
+    vae = build_embedded_vae(name)
 
     def loss_fn(step):
         x, _, _ = pixel_batch(step, batch_size, seed_offset=10_000_000)
@@ -157,7 +164,7 @@ def train_vae(run_dir: Path, steps: int = 3000, batch_size: int = 32, kl_weight:
         rec = vae.decode(post.sample()).sample
         return (rec - x).abs().mean() + (rec - x).pow(2).mean() + kl_weight * post.kl().mean()
 
-    run_training("vae", vae, loss_fn, steps, run_dir, lr=1e-3, ema_decay=0.995)
+    run_training(name, vae, loss_fn, steps, run_dir, lr=1e-3, ema_decay=0.995, time_limit=time_limit)
 
 
 # --- the embedded base transformers ------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_s
 
 def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4,
                device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0,
-               train_only: tuple[str, ...] = ()):
+               train_only: tuple[str, ...] = (), time_limit: float | None = None):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
     instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along.
 
@@ -291,7 +298,8 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
     try:
-        run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999)
+        run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999,
+                     time_limit=time_limit)
     finally:
         batches.close()
     return model
@@ -321,10 +329,10 @@ def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 1000, bat
     vae.to(torch.float16).save_pretrained(assets_vae, safe_serialization=True)
 
 
-def export_vae(run_dir: Path, out_dir: Path, num_samples: int = 512) -> float:
+def export_vae(run_dir: Path, out_dir: Path, num_samples: int = 512, name: str = "vae") -> float:
     """EMA weights -> assets (fp16), with the latent scaling factor that gives unit-variance latents."""
     from .vae import build_embedded_vae
-    vae = load_ema(build_embedded_vae(), run_dir).eval()
+    vae = load_ema(build_embedded_vae(name), run_dir).eval()
     pixels, _, _ = pixel_batch(0, num_samples, seed_offset=30_000_000)
     with torch.no_grad():
         std = vae.encode(pixels).latent_dist.mean.std().item()
