@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import data
+from .errors import FlexiDiTError
 from .families import Patch
 
 # shipped weights; FLEXIDIT_ASSETS points elsewhere (tests use tiny random-weight models)
@@ -101,14 +102,62 @@ SPECS = {s.name: s for s in [
 
 def get_spec(name: str) -> ModelSpec:
     if name not in SPECS:
-        raise KeyError(f"unknown model {name!r}; choose one of: {', '.join(SPECS)}")
+        raise FlexiDiTError(f"unknown model {name!r}; choose one of: {', '.join(SPECS)}")
     return SPECS[name]
 
 
 def transformer_class(spec: ModelSpec):
-    from diffusers import CogVideoXTransformer3DModel, DiTTransformer2DModel, PixArtTransformer2DModel
-    return {"dit": DiTTransformer2DModel, "pixart": PixArtTransformer2DModel,
-            "cogvideox": CogVideoXTransformer3DModel}[spec.family]
+    from .families import FAMILIES
+    return next(cls for cls, family in FAMILIES.items() if family.name == spec.family)
+
+
+def default_weak_patches(family: str, native: Patch) -> dict[str, Patch]:
+    """Twice the native patch: in height and width for images; for video in time ('temporal', half the tokens) or
+    in height and width ('spatial', a quarter), the paper's two video modes."""
+    t, h, w = native
+    if family == "cogvideox":
+        return {"temporal": (2 * t, h, w), "spatial": (t, 2 * h, 2 * w)}
+    return {"weak": (t, 2 * h, 2 * w)}
+
+
+# what a checkpoint's configs do not say: the pipelines' own defaults (diffusers DiT / PixArt-alpha / CogVideoX)
+_PIPELINE_DEFAULTS = {"dit": dict(steps=50, guidance=4.0, text_tokens=0),
+                      "pixart": dict(steps=20, guidance=4.5, text_tokens=120),
+                      "cogvideox": dict(steps=50, guidance=6.0)}
+
+
+def spec_from_config(name: str, family: str, config: dict, weak_patches: dict | None = None, **fields) -> ModelSpec:
+    """A spec for any checkpoint of the three families, from its transformer config alone: conditioning, latent
+    shape, token counts; `fields` override the pipeline defaults (steps, guidance, repo, text_tokens, ...)."""
+    config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    if family == "cogvideox":
+        frames = (config["sample_frames"] - 1) // config["temporal_compression_ratio"] + 1
+        latent = (frames, config["in_channels"], config["sample_height"], config["sample_width"])
+        native = (config.get("patch_size_t") or 1, config["patch_size"], config["patch_size"])
+        defaults = dict(_PIPELINE_DEFAULTS[family], text_tokens=config["max_text_seq_length"])
+    else:
+        latent = (config["in_channels"], config["sample_size"], config["sample_size"])
+        native = (1, config["patch_size"], config["patch_size"])
+        defaults = dict(_PIPELINE_DEFAULTS[family])
+    conditioning = "class" if family == "dit" else "text"
+    weak = weak_patches or default_weak_patches(family, native)
+    return ModelSpec(name, family, conditioning, config, latent, weak, embedded=False, **{**defaults, **fields})
+
+
+def spec_from_pretrained(source: str, local_only: bool = True, **fields) -> ModelSpec:
+    """The spec of a diffusers checkpoint (hub id or folder with transformer/config.json), read from its config."""
+    from .families import FAMILIES
+    any_family = next(iter(FAMILIES))  # load_config reads config.json whatever class wrote it
+    try:
+        config = any_family.load_config(source, subfolder="transformer", local_files_only=local_only)
+    except (OSError, ValueError) as e:
+        raise FlexiDiTError(f"{source}: no diffusers transformer config there "
+                            f"({str(e).splitlines()[0][:160]})") from None
+    family = next((f.name for cls, f in FAMILIES.items() if cls.__name__ == config.get("_class_name")), None)
+    if family is None:
+        raise FlexiDiTError(f"{source}: transformer {config.get('_class_name')!r} is not one of "
+                            f"{', '.join(cls.__name__ for cls in FAMILIES)}")
+    return spec_from_config(Path(str(source)).name or str(source), family, config, repo=str(source), **fields)
 
 
 def build_transformer(spec: ModelSpec, **overrides):

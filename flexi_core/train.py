@@ -45,7 +45,8 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
                  param_names: list[str] | None = None, time_limit: float | None = None) -> dict[str, torch.Tensor]:
     """Optimises `loss_fn(step)` for `steps` steps, resuming from `run_dir` if a checkpoint is there.
 
-    `time_limit` (seconds) ends this leg early with a checkpoint: a run of many legs, each within a session's time.
+    `time_limit` (seconds of this process's CPU time, so that legs sharing a busy machine get the same compute) ends
+    the leg early with a checkpoint: a run of many legs, each within a session's time.
 
     `param_names` picks the trained parameters (default: those with requires_grad); they are all handed to the
     optimizer even while peft has frozen an inactive adapter. Returns the EMA state dict."""
@@ -75,7 +76,7 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
         save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, run_dir / "ema.safetensors")
 
     model.train()
-    t0, losses = time.time(), []
+    t0, cpu0, losses = time.time(), time.process_time(), []
     with open(run_dir / "log.jsonl", "a") as log, tqdm(range(start, steps), desc=name, initial=start, total=steps,
                                                        mininterval=10) as bar:
         for step in bar:
@@ -94,7 +95,7 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
                 log.flush()
                 bar.set_postfix(loss=f"{mean:.4f}")
                 losses = []
-            out_of_time = time_limit is not None and time.time() - t0 > time_limit
+            out_of_time = time_limit is not None and time.process_time() - cpu0 > time_limit
             if (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time:
                 save(step + 1)
             if out_of_time:
@@ -390,7 +391,7 @@ class TrajectoryPool:
         return self.states[idx], self.times[idx], {k: v[idx] for k, v in self.conds.items()}
 
 
-def flexify(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_condition, null_condition,
+def distill(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_condition, null_condition,
             scheduler_config: dict, source: str = "self", data_batch=None, lr: float = 5e-4,
             guidance: float | None = None) -> dict:
     """Distils the frozen native model into the weak patch sizes: ||eps(x_t; native) - eps(x_t; weak)||^2.

@@ -44,7 +44,7 @@ def test_flexify_lowers_the_gap_and_keeps_native_exact(tmp_path, name, variant, 
         x, _, c = inputs(name, batch=2, seed=100 + step)
         return x, torch.randint(0, 1000, (2,), generator=gen), c
 
-    train.flexify(model, spec, 60, 2, tmp_path, draw, null, spec.scheduler, source,
+    train.distill(model, spec, 60, 2, tmp_path, draw, null, spec.scheduler, source,
                   data_batch if source == "data" else None, lr=3e-3)
     model.eval()
     after = gap(model, native_reference, held_out)
