@@ -10,19 +10,10 @@ from __future__ import annotations
 import torch
 
 from .flexible import NATIVE
+from .guidance import guided
 from .loading import LoadedModel
 from .metrics import psnr
 from .sampling import Condition, decode_latents, make_scheduler
-
-
-def _guided(model: LoadedModel, x, t, condition: Condition, guidance: float, mode: str):
-    channel_dim = 2 if model.spec.modality == "video" else 1
-    channels = x.shape[channel_dim]
-    if guidance <= 1:
-        return model.flexible(x, t.expand(1), condition.cond, mode).narrow(channel_dim, 0, channels)
-    both = {k: torch.cat([condition.cond[k], condition.uncond[k]]) for k in condition.cond}
-    e_c, e_u = model.flexible(torch.cat([x, x]), t.expand(2), both, mode).narrow(channel_dim, 0, channels).chunk(2)
-    return e_u + guidance * (e_c - e_u)
 
 
 def _start(model: LoadedModel, steps: int, seed: int):
@@ -38,9 +29,9 @@ def prediction_gap(model: LoadedModel, condition: Condition, steps: int, seed: i
     scheduler, x = _start(model, steps, seed)
     gaps = {mode: [] for mode in model.flexible.weak_modes}
     for t in scheduler.timesteps:
-        native = _guided(model, x, t, condition, guidance, NATIVE)
+        native = guided(model.flexible, x, t, condition.cond, condition.uncond, guidance, NATIVE)
         for mode in gaps:
-            weak = _guided(model, x, t, condition, guidance, mode)
+            weak = guided(model.flexible, x, t, condition.cond, condition.uncond, guidance, mode)
             gaps[mode].append(float((weak - native).norm() / native.norm().clamp_min(1e-8)))
         x = scheduler.step(native, t, x).prev_sample
     return {"timesteps": [int(t) for t in scheduler.timesteps], "gap": gaps}
@@ -67,7 +58,8 @@ def filtered_updates(model: LoadedModel, condition: Condition, steps: int, seed:
         scheduler.set_timesteps(steps)
         x = x0.clone()
         for i, t in enumerate(timesteps):
-            nxt = scheduler.step(_guided(model, x, t, condition, guidance, NATIVE), t, x).prev_sample
+            eps = guided(model.flexible, x, t, condition.cond, condition.uncond, guidance, NATIVE)
+            nxt = scheduler.step(eps, t, x).prev_sample
             if i == edit_step:
                 low, high = frequency_split(nxt - x, cutoff)
                 nxt = x + (low if keep == "low" else high)

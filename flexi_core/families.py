@@ -28,6 +28,11 @@ class Family:
     def __init__(self, model):
         self.model = model
 
+    @staticmethod
+    def condition(class_labels=None, hidden=None, mask=None) -> dict:
+        """The conditioning this family's forward takes: text states (and, for PixArt, their mask) or labels."""
+        return {"encoder_hidden_states": hidden}
+
     # --- layout ---
     def to_bcthw(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(2)
@@ -84,6 +89,10 @@ class DiTFamily(Family):
     """Class-conditioned DiT (facebook/DiT-XL-2-256): adaLN-Zero blocks, final adaLN modulation."""
     name = "dit"
 
+    @staticmethod
+    def condition(class_labels=None, hidden=None, mask=None) -> dict:
+        return {"class_labels": class_labels}
+
     def _proj_out(self):
         return self.model.proj_out_2
 
@@ -99,6 +108,10 @@ class DiTFamily(Family):
 class PixArtFamily(Family):
     """Text-conditioned PixArt-alpha: adaLN-single, cross-attention to the caption tokens."""
     name = "pixart"
+
+    @staticmethod
+    def condition(class_labels=None, hidden=None, mask=None) -> dict:
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": mask}
 
     def _proj_out(self):
         return self.model.proj_out
@@ -175,6 +188,11 @@ class CogVideoXFamily(Family):
 
 FAMILIES = {DiTTransformer2DModel: DiTFamily, PixArtTransformer2DModel: PixArtFamily,
             CogVideoXTransformer3DModel: CogVideoXFamily}
+
+
+def family_class(name: str) -> type[Family]:
+    """'dit' | 'pixart' | 'cogvideox' -> its Family class."""
+    return next(f for f in FAMILIES.values() if f.name == name)
 
 
 def family_of(model) -> Family:

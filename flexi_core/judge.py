@@ -65,7 +65,8 @@ def _targets(scenes):
 
 
 def train_judge(run_dir: Path, steps: int = 1500, batch_size: int = 64, video: bool = False):
-    from .train import pixel_batch, run_training
+    from .train import pixel_batch
+    from .training import run_training
     judge = Judge()
     gen = torch.Generator().manual_seed(1)
 

@@ -147,9 +147,14 @@ class FlexiDiTPipeline:
     def distill(self, steps: int, batch_size: int = 32, run_dir: str | Path = "runs/distill", lr: float = 5e-4,
                 prompts_file: str | None = None) -> dict:
         """The paper's distillation, data-free: the weak sizes learn to match the frozen native model on states of
-        its own sampling trajectories (`train.distill`). Resumes from `run_dir`; save with `save_flexify`."""
-        from .train import condition_sampler, distill
-        draw, null = condition_sampler(self.model, prompts_file)
+        its own sampling trajectories (`distill.distill`). Resumes from `run_dir`; save with `save_flexify`.
+        Text models need `prompts_file` (one prompt per line), except the embedded ones (procedural captions)."""
+        from .distill import condition_sampler, distill
+        captions = None
+        if self.spec.embedded and self.spec.conditioning == "text":
+            from .train import procedural_captions
+            captions = procedural_captions(self.spec)
+        draw, null = condition_sampler(self.model, prompts_file, captions)
         info = distill(self.model.flexible, self.spec, steps, batch_size, Path(run_dir), draw, null,
                        self.model.scheduler_config, lr=lr)
         self.model.flexible.eval()
@@ -158,4 +163,4 @@ class FlexiDiTPipeline:
 
     def save_flexify(self, path: str | Path):
         """Only what flexify adds (weak layers, LoRA adapters; the whole model for the shared variant), fp16."""
-        self.model.flexible.save_flexify(Path(path))
+        self.model.flexible.save_flexify(Path(path), model=self.spec.name)

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_transformer
-from flexi_core import data, registry, train
+from flexi_core import data, distill, registry, train, training
 from flexi_core.flexible import NATIVE, FlexibleTransformer
 from test_flexible import inputs
 
@@ -44,7 +44,7 @@ def test_flexify_lowers_the_gap_and_keeps_native_exact(tmp_path, name, variant, 
         x, _, c = inputs(name, batch=2, seed=100 + step)
         return x, torch.randint(0, 1000, (2,), generator=gen), c
 
-    train.distill(model, spec, 60, 2, tmp_path, draw, null, spec.scheduler, source,
+    distill.distill(model, spec, 60, 2, tmp_path, draw, null, spec.scheduler, source,
                   data_batch if source == "data" else None, lr=3e-3)
     model.eval()
     after = gap(model, native_reference, held_out)
@@ -72,7 +72,7 @@ def test_interrupted_training_resumes_exactly(tmp_path):
             if step == crash_at:
                 raise KeyboardInterrupt
             return (model(x) - target).pow(2).mean()
-        return train.run_training("t", model, loss, 6, run_dir, warmup=2, checkpoint_every=2)
+        return training.run_training("t", model, loss, 6, run_dir, warmup=2, checkpoint_every=2)
 
     straight = run(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):

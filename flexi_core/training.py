@@ -1,0 +1,150 @@
+"""The training loop every job shares: AdamW, warm-up then cosine decay, gradient clipping, an EMA copy, full
+checkpoints (optimizer included) in a git-ignored run folder, a JSON-lines loss log; and the training-time
+conditioning (classifier-free guidance's null condition, drawn with a given chance).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .families import family_class
+
+
+class EMA:
+    """Exponential moving average of the trained parameters; `state_dict` is the module's with EMA values in."""
+
+    def __init__(self, module: torch.nn.Module, names: list[str], decay: float):
+        self.module, self.decay = module, decay
+        params = dict(module.named_parameters())
+        self.shadow = {n: params[n].detach().clone() for n in names}
+
+    @torch.no_grad()
+    def update(self, step: int):
+        decay = min(self.decay, (1 + step) / (10 + step))  # fast start, as in the DiT/diffusers recipes
+        params = dict(self.module.named_parameters())
+        for n, s in self.shadow.items():
+            s.lerp_(params[n], 1 - decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self.module.state_dict(), **self.shadow}
+
+
+def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor], steps: int,
+                 run_dir: Path, lr: float = 1e-3, weight_decay: float = 0.0, warmup: int = 200,
+                 grad_clip: float = 1.0, ema_decay: float = 0.999, checkpoint_every: int = 500,
+                 param_names: list[str] | None = None, time_limit: float | None = None) -> dict[str, torch.Tensor]:
+    """Optimises `loss_fn(step)` for `steps` steps, resuming from `run_dir` if a checkpoint is there.
+
+    `time_limit` (seconds of this process's CPU time, so that legs sharing a busy machine get the same compute) ends
+    the leg early with a checkpoint: a run of many legs, each within a session's time.
+
+    `param_names` picks the trained parameters (default: those with requires_grad); they are all handed to the
+    optimizer even while peft has frozen an inactive adapter. Returns the EMA state dict."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    named = dict(model.named_parameters())
+    names = param_names or [n for n, p in named.items() if p.requires_grad]
+    params = [named[n] for n in names]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    ema = EMA(model, names, ema_decay)
+    start = 0
+    ckpt = run_dir / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True, map_location=params[0].device)  # our own file, tensors only
+        model.load_state_dict(state["model"])
+        ema.shadow = state["ema"]
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = state["step"]
+        print(f"[{name}] resumed at step {start}")
+
+    def save(step):
+        torch.save({"model": model.state_dict(), "ema": ema.shadow, "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "step": step}, run_dir / "checkpoint.tmp")
+        (run_dir / "checkpoint.tmp").replace(ckpt)
+        save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, run_dir / "ema.safetensors")
+
+    model.train()
+    t0, cpu0, losses = time.time(), time.process_time(), []
+    with open(run_dir / "log.jsonl", "a") as log, tqdm(range(start, steps), desc=name, initial=start, total=steps,
+                                                       mininterval=10) as bar:
+        for step in bar:
+            loss = loss_fn(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            sched.step()
+            ema.update(step)
+            losses.append(loss.item())
+            if (step + 1) % 50 == 0:
+                mean = float(np.mean(losses))
+                log.write(json.dumps({"step": step + 1, "loss": mean, "lr": sched.get_last_lr()[0],
+                                      "seconds": time.time() - t0}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{mean:.4f}")
+                losses = []
+            out_of_time = time_limit is not None and time.process_time() - cpu0 > time_limit
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time:
+                save(step + 1)
+            if out_of_time:
+                print(f"[{name}] time limit reached at step {step + 1}; run again to resume")
+                break
+    model.eval()
+    return ema.state_dict()
+
+
+def load_ema(module: torch.nn.Module, run_dir: Path) -> torch.nn.Module:
+    module.load_state_dict(load_file(run_dir / "ema.safetensors"))
+    return module
+
+
+
+class Conditioner:
+    """Turns class ids or captions into the model's conditioning, with `drop_prob` of them replaced by the null
+    condition (the unconditional branch of classifier-free guidance). `text_encoder(list[str]) -> (hidden, mask)`
+    for text models."""
+
+    def __init__(self, spec, text_encoder=None, null_label: int | None = None, drop_prob: float = 0.1):
+        self.spec, self.drop_prob, self.encoder = spec, drop_prob, text_encoder
+        self.null_label = len(spec.class_names) if null_label is None else null_label
+        self.condition = family_class(spec.family).condition
+        self.cache = {}  # caption -> (hidden, mask); the procedural captions repeat, the encoder is costly
+
+    def encode(self, captions):
+        missing = list(dict.fromkeys(c for c in captions if c not in self.cache))
+        if missing:
+            hidden, mask = self.encoder(missing)
+            self.cache.update({c: (h.half(), m) for c, h, m in zip(missing, hidden, mask)})
+        return (torch.stack([self.cache[c][0] for c in captions]).float(),
+                torch.stack([self.cache[c][1] for c in captions]))
+
+    def __call__(self, labels: list[int] | None, captions: list[str] | None, generator: torch.Generator) -> dict:
+        n = len(labels if labels is not None else captions)
+        drop = (torch.rand(n, generator=generator) < self.drop_prob).tolist()
+        if self.spec.conditioning == "class":
+            return self.condition(torch.tensor([self.null_label if d else y for d, y in zip(drop, labels)]))
+        return self.condition(None, *self.encode([("" if d else c) for d, c in zip(drop, captions)]))
+
+    def null(self, n: int) -> dict:
+        if self.spec.conditioning == "class":
+            return self.condition(torch.full((n,), self.null_label))
+        return self.condition(None, *self.encode([""] * n))
+
+
+def disable_builtin_label_dropout(model):
+    """diffusers' DiT drops labels independently inside every block in train mode; we drop once, consistently."""
+    for module in model.modules():
+        if module.__class__.__name__ == "LabelEmbedding":
+            module.dropout_prob = 0.0
+
+
