@@ -170,14 +170,13 @@ def caption(scene: Scene, rng: np.random.Generator, video: bool = False, paraphr
     """`paraphrase`: the chance that the object's colour word, and separately its shape word, is one of `synonyms`."""
     templates = _VIDEO_TEMPLATES if video else _IMAGE_TEMPLATES
     template = templates[int(rng.integers(len(templates)))]
-    position = scene.position_word
 
     def word(canonical: str) -> str:  # draws nothing without paraphrasing: captions stay what they always were
         if paraphrase and rng.random() < paraphrase:
             return synonyms[canonical][int(rng.integers(len(synonyms[canonical])))]
         return canonical
     text = template.format(size=scene.size_word, colour=word(scene.colour), shape=word(scene.shape),
-                           position="centre" if position == "centre" else position,
+                           position=scene.position_word,
                            background=scene.background, direction=scene.direction)
     return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "an azure disc"; no canonical word starts with a vowel
 

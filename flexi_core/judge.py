@@ -64,7 +64,7 @@ def _targets(scenes):
     return cls, geo
 
 
-def train_judge(run_dir: Path, steps: int = 1500, batch_size: int = 64, video: bool = False):
+def train_judge(run_dir: Path, steps: int = 1500, batch_size: int = 64):
     from .train import pixel_batch
     from .training import run_training
     judge = Judge()

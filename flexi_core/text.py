@@ -13,7 +13,6 @@ import torch
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MAX_TOKENS = 24  # every caption of the procedural data fits; longer prompts are truncated
-MAX_PROMPT_CHARS = 500
 
 
 class TextEncoder:
