@@ -5,9 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, never as a traceback."""
+from .errors import FlexiDiTError, message
 
 
 def cmd_train(args):
@@ -16,32 +14,34 @@ def cmd_train(args):
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or f"runs/{args.model}")
     limit = None if args.minutes is None else 60 * args.minutes
+    # each job's own defaults (steps, batch size, learning rate) unless given
+    given = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
     if args.model in ("vae", "vae-2x"):
-        train.train_vae(run_dir, steps=args.steps, batch_size=args.batch_size, name=args.model, time_limit=limit)
+        train.train_vae(run_dir, name=args.model, time_limit=limit, **given)
         if args.export:
             print("latent scale", train.export_vae(run_dir, registry.ASSETS / args.model, name=args.model))
         return
     if args.model == "vae-decoder":
-        train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, steps=args.steps, batch_size=args.batch_size)
+        train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, **given)
         return
     if args.model == "judge":
         from . import judge
-        judge.train_judge(run_dir, steps=args.steps, batch_size=args.batch_size, video=False)
+        judge.train_judge(run_dir, **given)
         if args.export:
             judge.export_judge(run_dir, registry.ASSETS / "judge.safetensors")
         return
     from .loading import load_embedded_vae
     spec = registry.get_spec(args.model)
     if not spec.embedded:
-        raise UserError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
+        raise FlexiDiTError(f"{args.model} is a public checkpoint; only embedded models train from scratch here")
     _check_paraphrase(args.paraphrase, spec)
     if args.train_only and args.init_from is None:
-        raise UserError("--train-only fine-tunes part of a trained model: give it --init-from")
+        raise FlexiDiTError("--train-only fine-tunes part of a trained model: give it --init-from")
     device = _training_device(args.device)
     vae = load_embedded_vae(name=spec.vae)
-    model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, args.steps, args.batch_size, args.lr,
-                             device=device, init_from=args.init_from, data_workers=args.data_workers,
-                             paraphrase=args.paraphrase, train_only=args.train_only, time_limit=limit)
+    model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, **given, device=device,
+                             init_from=args.init_from, data_workers=args.data_workers, paraphrase=args.paraphrase,
+                             train_only=args.train_only, time_limit=limit)
     if args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
@@ -62,9 +62,9 @@ def _prefixes(text: str) -> tuple[str, ...]:
 
 def _check_paraphrase(rate: float, spec):
     if not 0 <= rate <= 1:
-        raise UserError(f"--paraphrase {rate}: a chance, in [0, 1]")
+        raise FlexiDiTError(f"--paraphrase {rate}: a chance, in [0, 1]")
     if rate and not (spec.embedded and spec.conditioning == "text"):
-        raise UserError(f"--paraphrase: {spec.name} has no procedural captions (embedded text models only)")
+        raise FlexiDiTError(f"--paraphrase: {spec.name} has no procedural captions (embedded text models only)")
 
 
 def parse_patch(text: str, video: bool) -> tuple:
@@ -72,12 +72,12 @@ def parse_patch(text: str, video: bool) -> tuple:
     try:
         parts = [int(v) for v in text.lower().split("x")]
     except ValueError:
-        raise UserError(f"patch size {text!r} is not a number or TxHxW") from None
+        raise FlexiDiTError(f"patch size {text!r} is not a number or TxHxW") from None
     if len(parts) == 1:
         return (1, parts[0], parts[0])
     if len(parts) == 3 and video:
         return tuple(parts)
-    raise UserError(f"patch size {text!r}: use P (images) or TxHxW (video)")
+    raise FlexiDiTError(f"patch size {text!r}: use P (images) or TxHxW (video)")
 
 
 def cmd_flops(args):
@@ -98,9 +98,9 @@ def _device(name: str) -> str:
     try:
         torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 …") from None
+        raise FlexiDiTError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 …") from None
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        raise FlexiDiTError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
     return name
 
 
@@ -120,31 +120,22 @@ def _load(args):
                       merged=args.merged, allow_download=args.allow_download, device=device)
 
 
-def _save_pixels(pixels, path: Path) -> str:
-    import imageio.v3 as iio
-    if pixels.ndim == 4:
-        path = path.with_suffix(".mp4")
-        iio.imwrite(path, pixels, fps=4, codec="libx264", macro_block_size=1)
-    else:
-        path = path.with_suffix(".png")
-        iio.imwrite(path, pixels)
-    return str(path)
-
-
 def cmd_generate(args):
     import json
     from tqdm import tqdm
     from .generate import generate
+    from .media import save_media
     from .schedule import Schedule
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails now, not after sampling
+    if args.json and not Path(args.json).parent.is_dir():
+        raise FlexiDiTError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
     model = _load(args)
     steps = model.spec.steps if args.steps is None else args.steps
     schedule = None
     if args.schedule:
-        try:
-            schedule = Schedule.parse(args.schedule, steps, args.weak_mode or next(iter(model.flexible.weak_modes)),
-                                      args.lead or 0)
-        except ValueError as e:
-            raise UserError(f"--schedule {args.schedule!r}: {e}") from None
+        schedule = Schedule.parse(args.schedule, steps, args.weak_mode or next(iter(model.flexible.weak_modes)),
+                                  args.lead or 0)
     if not model.flexify_trained:
         print(f"note: no flexify weights for {model.spec.name} ({model.variant}); the weak patch size runs its "
               f"untrained PI-resize initialisation", file=sys.stderr)
@@ -155,12 +146,10 @@ def cmd_generate(args):
         result = generate(model, class_label=args.class_label, prompt=args.prompt, budget=args.budget, steps=steps,
                           seed=args.seed, guidance=args.cfg, sampler=args.sampler, weak_mode=args.weak_mode,
                           lead=args.lead, schedule=schedule, compare=args.compare, progress=progress)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"{model.spec.name}-seed{args.seed}"
-    files = {"flexible": _save_pixels(result.flexible.pixels, out / f"{stem}-flexible")}
+    files = {"flexible": str(save_media(result.flexible.pixels, out / f"{stem}-flexible"))}
     if result.static is not None:
-        files["static"] = _save_pixels(result.static.pixels, out / f"{stem}-static")
+        files["static"] = str(save_media(result.static.pixels, out / f"{stem}-static"))
     flex, static = result.flexible, result.static
     report = {
         "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
@@ -174,14 +163,15 @@ def cmd_generate(args):
         "flops_flexible": flex.flops, "flops_static": static.flops if static else None,
         "flops_ratio": result.flops_ratio,
         "seconds_flexible": flex.seconds, "seconds_static": static.seconds if static else None,
+        "time_verdict": result.time_verdict,
         "files": files, "device": model.device_name, "agreement": result.agreement,
         "flexify_trained": model.flexify_trained,
     }
     summary = f"flexible: {flex.flops / 1e9:.3f} GFLOPs, {flex.seconds:.2f} s ({flex.schedule.weak_steps} weak steps)"
     if static:
         summary += (f"; static: {static.flops / 1e9:.3f} GFLOPs, {static.seconds:.2f} s; FLOPs ratio "
-                    f"{result.flops_ratio:.3f}; PSNR {report['agreement']['psnr']:.1f} dB, "
-                    f"SSIM {report['agreement']['ssim']:.3f}")
+                    f"{result.flops_ratio:.3f}, flexible {result.time_verdict} (steps alternated); "
+                    f"PSNR {report['agreement']['psnr']:.1f} dB, SSIM {report['agreement']['ssim']:.3f}")
     print(summary)
     print("files:", ", ".join(files.values()))
     if args.json:
@@ -191,7 +181,7 @@ def cmd_generate(args):
 def cmd_flexify(args):
     import json
     import torch
-    from . import registry, train
+    from . import distill, registry, train
     from .loading import load_model
     torch.set_num_threads(args.threads)
     _check_paraphrase(args.paraphrase, registry.get_spec(args.model))
@@ -200,41 +190,71 @@ def cmd_flexify(args):
                        fresh=args.restart, lora_rank=args.lora_rank)
     spec = model.spec
     if args.source == "data" and not spec.embedded:
-        raise UserError("--source data needs the procedural dataset: embedded models only")
+        raise FlexiDiTError("--source data needs the procedural dataset: embedded models only")
     device = _training_device(args.device)
     model.flexible.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
     if args.source == "data":
         model.vae.to(device)  # encodes the procedural batches
-    draw, null = train.condition_sampler(model, args.prompts, args.paraphrase)
+    captions = train.procedural_captions(spec, args.paraphrase) if spec.embedded else None
+    draw, null = distill.condition_sampler(model, args.prompts, captions)
     batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
                                       workers=args.data_workers if args.source == "data" else 0,
                                       paraphrase=args.paraphrase)
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
     try:
-        info = train.flexify(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
-                             model.scheduler_config, args.source,
-                             train.procedural_xt(model, batches) if args.source == "data" else None, args.lr)
+        info = distill.distill(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
+                               model.scheduler_config, args.source,
+                               train.procedural_xt(model, batches) if args.source == "data" else None, args.lr)
     finally:
         batches.close()
     from .registry import ASSETS
     out = Path(args.out) if args.out else ASSETS / spec.name / f"flexify-{args.variant}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.flexible.cpu().save_flexify(out)
+    model.flexible.cpu().save_flexify(out, model=spec.name)
     print(json.dumps({**info, "file": str(out)}))
+
+
+def _step_list(text: str) -> tuple[int, ...]:
+    from .inputs import MAX_STEPS
+    try:
+        steps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not all(1 <= s <= MAX_STEPS for s in steps):
+        raise argparse.ArgumentTypeError(f"{text!r}: every step count is a whole number from 1 to {MAX_STEPS}")
+    return steps
 
 
 def cmd_evaluate(args):
     import json
     import torch
+    from . import frontier
     from .evaluate import BUDGETS, evaluate, markdown_table
     torch.set_num_threads(args.threads)
-    quick = args.quick
-    result = evaluate(args.model, n=args.samples or (16 if quick else 256), steps=args.steps or (10 if quick else None),
-                      budgets=args.budgets or ((1.0, 0.55) if quick else BUDGETS),
-                      variants=tuple(args.variants.split(",")),
-                      baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead,
-                      paraphrase=args.paraphrase)
-    print(markdown_table(result))
+    quick, variants = args.quick, tuple(args.variants.split(","))
+    sweep = args.frontier or args.sweep_steps or args.frontier_steps
+    if sweep and (args.steps or args.no_baselines):
+        raise FlexiDiTError("--steps and --no-baselines belong to the budget table; the frontier sweeps --sweep-steps")
+    if args.plot and not sweep:
+        raise FlexiDiTError("--plot draws the frontier: add --frontier (or --sweep-steps)")
+    if sweep:
+        result = frontier.frontier(
+            args.model, n=args.samples or (16 if quick else 256),
+            steps=args.sweep_steps or ((4, 6) if quick else frontier.SWEEP_STEPS),
+            frontier_steps=args.frontier_steps or ((1, 2, 3, 4, 6) if quick else frontier.FRONTIER_STEPS),
+            budgets=args.budgets or ((0.55,) if quick else frontier.SWEEP_BUDGETS), sampler=args.sampler,
+            variants=variants, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead,
+            paraphrase=args.paraphrase)
+        print(frontier.markdown_table(result))
+        if args.plot:
+            frontier.plot(result, Path(args.plot))
+    else:
+        result = evaluate(args.model, n=args.samples or (16 if quick else 256),
+                          steps=args.steps or (10 if quick else None),
+                          budgets=args.budgets or ((1.0, 0.55) if quick else BUDGETS), variants=variants,
+                          baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg,
+                          lead=args.lead, paraphrase=args.paraphrase, sampler=args.sampler)
+        print(markdown_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
 
@@ -284,6 +304,9 @@ def _add_model_args(p, generation: bool = True):
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
 
 
+THREADS = 2  # the development and CI machines' cores
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flexi_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -291,11 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-decoder (decoder-only fine-tune of the "
                                      "shipped autoencoder), judge, shapes, shapes-text, shapes-video")
     p.add_argument("--model", required=True)
-    p.add_argument("--steps", type=int, default=8000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=8e-4)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--minutes", type=float, help="end this leg after so many minutes, with a checkpoint to resume")
+    p.add_argument("--steps", type=int, help="default: the job's own (vae 2000, vae-decoder 800, judge 2000, "
+                                             "base transformers 5500)")
+    p.add_argument("--batch-size", type=int, help="default: the job's own (judge 64, the rest 32)")
+    p.add_argument("--lr", type=float, help="default: the job's own (vae 1e-3, vae-decoder 3e-4, judge 2e-3, "
+                                            "base transformers 8e-4)")
+    p.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
+    p.add_argument("--minutes", type=float,
+                   help="end this leg after so many minutes of CPU time, with a checkpoint to resume")
     p.add_argument("--run-dir", help="checkpoint folder (default runs/MODEL); training resumes from it")
     p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
     p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers)")
@@ -343,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x_t from the teacher's own trajectories (data-free) or from the procedural dataset")
     p.add_argument("--prompts", help="text file, one prompt per line (text models without procedural captions)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
     p.add_argument("--restart", action="store_true",
                    help="start afresh from the original transformer (PI-resize init), not from the flexify weights")
     p.add_argument("--run-dir")
@@ -368,8 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paraphrase", choices=["trained", "held-out"],
                    help="text models: every caption names colour and shape with a synonym that training used "
                         "(`train --paraphrase`) or one it never saw")
-    p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100%% and 55%%")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm"], help="every row's sampler")
+    p.add_argument("--frontier", action="store_true",
+                   help="the quality-vs-FLOPs frontier: the static model at --frontier-steps and FlexiDiT at each "
+                        "budget (default 0.75,0.55,0.4) for each of --sweep-steps, with frontier gains")
+    p.add_argument("--sweep-steps", type=_step_list, metavar="N,N,…",
+                   help="FlexiDiT's step counts (implies --frontier; default 4,6,8,10,25)")
+    p.add_argument("--frontier-steps", type=_step_list, metavar="N,N,…",
+                   help="the static frontier's step counts (implies --frontier; default 1-6,8,10,13,16,20,25)")
+    p.add_argument("--plot", help="frontier: write its accuracy and Fréchet vs FLOPs plot (PNG) here")
+    p.add_argument("--quick", action="store_true", help="16 samples, 10 steps, budgets 100%% and 55%%; with "
+                   "--frontier: static 1,2,3,4,6 steps, FlexiDiT at 4 and 6 steps, budget 55%%")
+    p.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
     p.add_argument("--json")
     p.set_defaults(func=cmd_evaluate)
 
@@ -393,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("card", help="model-card figures: training curves (from runs/) and sample grids")
     p.add_argument("--models", default="shapes,shapes-text,shapes-video")
     p.add_argument("--steps", type=int)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
     p.set_defaults(func=cmd_card)
     return parser
 
@@ -403,11 +439,8 @@ def main(argv=None) -> int:
     import torch
     try:
         args.func(args)
-    except (UserError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # an output folder that cannot be written, a full disk: the system's own message
-        print(f"error: {e}", file=sys.stderr)
+    except (FlexiDiTError, OSError) as e:  # what the user can fix: bad input, missing or unwritable files
+        print(f"error: {message(e)}", file=sys.stderr)
         return 2
     except (MemoryError, torch.OutOfMemoryError):
         print("error: out of memory; use fewer steps, the CPU, or a model that fits this machine", file=sys.stderr)

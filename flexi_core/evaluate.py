@@ -4,6 +4,7 @@ For fixed seeds and procedural conditions: the judge's accuracy on the requested
 in the judge's feature space against real procedural samples, and the agreement (PSNR, SSIM) with the static sample
 of the same seed — for the static model, FlexiDiT at several budgets (both variants), and three baselines at equal
 FLOPs: the static model with fewer steps, the reverse schedule (weak model last) and the weak model alone.
+The pieces (Setting: evaluation set, judge, sampling and scoring) also serve the step-count sweep of frontier.py.
 """
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ import dataclasses
 import numpy as np
 
 from . import data
-from .judge import load_judge
+from .errors import FlexiDiTError
+from .judge import Judge, load_judge
 from .loading import load_model
 from .metrics import frechet_distance, psnr, ssim
-from .registry import ASSETS, get_spec
+from .registry import ASSETS, ModelSpec, get_spec
 from .sampling import budget_schedule, encode_condition, sample, schedule_flops
 from .schedule import Schedule
 
 BUDGETS = (1.0, 0.75, 0.55, 0.40, 0.25)
 EVAL_SEED = 70_000_000
 PARAPHRASES = {"trained": data.SYNONYMS, "held-out": data.HELD_OUT_SYNONYMS}
+SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm": "DPM-Solver++"}
+# what must read alike on a flexible and a static sample of the same seed for "the same picture"
+SAME_READING = {"image": ("colour", "shape", "background"), "video": ("colour", "shape", "direction")}
 
 
 def eval_set(spec, n: int, offset: int = EVAL_SEED, synonyms: dict | None = None):
@@ -61,79 +66,124 @@ def judge_pixels(judge, spec, pixels):
     return judge.read(pixels), judge.features(pixels)
 
 
-def score(judge, spec, pixels, wants, real_feats, static_pixels) -> dict:
-    reads, feats = judge_pixels(judge, spec, pixels)
-    per_attr = {k: float(np.mean([r[k] == w[k] for r, w in zip(reads, wants) if k in w]))
-                for k in sorted({k for w in wants for k in w})}
-    out = {"accuracy": float(np.mean([all(r[k] == v for k, v in w.items()) for r, w in zip(reads, wants)])),
-           "attributes": per_attr, "fd": frechet_distance(feats, real_feats)}
-    if static_pixels is not None:
-        out["psnr"] = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(static_pixels, pixels)]))
-        out["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(static_pixels, pixels)]))
-    return out
-
-
-def _run(model, condition, schedule, seeds, guidance, chunk, progress_label=""):
-    from tqdm import tqdm
-    pixels, flops, seconds = [], 0, 0.0
-    for start in tqdm(range(0, len(seeds), chunk), desc=progress_label, leave=False):
-        part = slice(start, start + chunk)
-        cond = type(condition)({k: v[part] for k, v in condition.cond.items()},
-                               {k: v[part] for k, v in condition.uncond.items()}, condition.text)
-        s = sample(model, cond, schedule, seeds[part], guidance)
-        pixels.append(s.pixels)
-        flops, seconds = flops + s.flops, seconds + s.seconds
-    return np.concatenate(pixels), flops, seconds
-
-
-def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS, variants=("lora", "shared"),
-             baselines: bool = True, guidance: float | None = None, chunk: int = 64, assets=ASSETS,
-             weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None) -> dict:
-    """`paraphrase` ("trained" or "held-out", text models): captions in other words than the canonical ones."""
-    spec = get_spec(name)
-    steps = steps or spec.steps
-    guidance = spec.guidance if guidance is None else guidance
-    synonyms = PARAPHRASES[paraphrase] if paraphrase else None
-    if synonyms and spec.conditioning != "text":
-        raise ValueError(f"{name} is class-conditioned: paraphrased captions need a text model")
-    judge = load_judge(assets / "judge.safetensors")
-    real, scenes, conditions = eval_set(spec, n, synonyms=synonyms)
-    real_feats = judge_pixels(judge, spec, real)[1]
-    reference, _, _ = eval_set(spec, n, offset=EVAL_SEED + 1_000_000)  # real vs real: the noise floor
-    seeds = list(range(n))
+def weak_mode_of(spec, weak_mode: str | None) -> str:
     mode = weak_mode or next(iter(spec.weak_patches))
     if mode not in spec.weak_patches:
-        raise ValueError(f"{name} has no weak mode {mode!r}; choose one of {', '.join(spec.weak_patches)}")
-    lead = spec.lead_steps(mode, steps) if lead is None else lead
-    wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
-    # real data: the judge's reading of the evaluation set itself; its Fréchet distance from a second real set
-    rows = [{"variant": "-", "method": "real data", "budget": None, "flops_ratio": None,
-             **score(judge, spec, real, wants, real_feats, None),
-             "fd": frechet_distance(judge_pixels(judge, spec, reference)[1], real_feats)}]
-    static_pixels, static_flops = None, None
+        raise FlexiDiTError(f"{spec.name} has no weak mode {mode!r}; choose one of {', '.join(spec.weak_patches)}")
+    return mode
 
-    def add(model, variant, method, budget, schedule):
-        pixels, flops, seconds = _run(model, condition, schedule, seeds, guidance, chunk,
-                                      f"{variant} {method} {budget}")
-        rows.append({"variant": variant, "method": method, "budget": budget, "schedule": schedule.label,
-                     "flops_ratio": flops / static_flops, "seconds": seconds,
-                     **score(judge, spec, pixels, wants, real_feats, static_pixels)})
-        return pixels, flops
 
+def trained_models(name: str, variants, assets=ASSETS):
+    """(variant, model) for each variant with flexify weights; the others are skipped (nothing to evaluate)."""
     for variant in variants:
         try:
             model = load_model(name, variant, assets=assets)
         except FileNotFoundError:
             continue
-        if not model.flexify_trained:
-            continue
-        condition = encode_condition(model, **({"class_label": conditions} if spec.conditioning == "class"
-                                               else {"prompt": conditions}))
-        if static_pixels is None:  # the static model is the original one (the LoRA variant's native size)
+        if model.flexify_trained:
+            yield variant, model
+
+
+@dataclasses.dataclass
+class Setting:
+    """What every row of one evaluation shares: the evaluation set (seeds 0..n-1), the judge, guidance, sampler."""
+    spec: ModelSpec
+    judge: Judge
+    conditions: list
+    wants: list[dict]
+    real_feats: np.ndarray
+    guidance: float
+    sampler: str = "ddim"
+    chunk: int = 64
+
+    @classmethod
+    def load(cls, name: str, n: int, guidance: float | None = None, sampler: str = "ddim", chunk: int = 64,
+             assets=ASSETS, paraphrase: str | None = None) -> tuple["Setting", dict]:
+        """The setting and the "real data" row: the judge's reading of the evaluation set itself and its Fréchet
+        distance from a second real set (the noise floor). `paraphrase` ("trained" or "held-out", text models):
+        captions in other words than the canonical ones."""
+        spec = get_spec(name)
+        synonyms = PARAPHRASES[paraphrase] if paraphrase else None
+        if synonyms and spec.conditioning != "text":
+            raise FlexiDiTError(f"{name} is class-conditioned: paraphrased captions need a text model")
+        if sampler not in SAMPLER_NAMES:
+            raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, not {sampler!r}")
+        judge = load_judge(assets / "judge.safetensors")
+        real, scenes, conditions = eval_set(spec, n, synonyms=synonyms)
+        wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
+        setting = cls(spec, judge, conditions, wants, judge_pixels(judge, spec, real)[1],
+                      spec.guidance if guidance is None else guidance, sampler, chunk)
+        reference, _, _ = eval_set(spec, n, offset=EVAL_SEED + 1_000_000)
+        real_row = {"variant": "-", "method": "real data", "budget": None, "flops_ratio": None,
+                    **setting.score(real)[0],
+                    "fd": frechet_distance(judge_pixels(judge, spec, reference)[1], setting.real_feats)}
+        return setting, real_row
+
+    def condition(self, model):
+        return encode_condition(model, **({"class_label": self.conditions} if self.spec.conditioning == "class"
+                                          else {"prompt": self.conditions}))
+
+    def run(self, model, condition, schedule: Schedule, progress_label: str = ""):
+        """Pixels of every seed, their total FLOPs and denoising seconds; batched in chunks."""
+        from tqdm import tqdm
+        seeds = list(range(len(self.conditions)))
+        pixels, flops, seconds = [], 0, 0.0
+        for start in tqdm(range(0, len(seeds), self.chunk), desc=progress_label, leave=False):
+            part = slice(start, start + self.chunk)
+            cond = type(condition)({k: v[part] for k, v in condition.cond.items()},
+                                   {k: v[part] for k, v in condition.uncond.items()}, condition.text)
+            s = sample(model, cond, schedule, seeds[part], self.guidance, self.sampler)
+            pixels.append(s.pixels)
+            flops, seconds = flops + s.flops, seconds + s.seconds
+        return np.concatenate(pixels), flops, seconds
+
+    def score(self, pixels, static=None) -> tuple[dict, list[dict]]:
+        """The row's scores and the judge's readings. `static` (pixels, readings) of the static run of the same
+        seeds adds the agreement with it: PSNR, SSIM and the share of seeds whose SAME_READING attributes the
+        judge reads alike on both."""
+        reads, feats = judge_pixels(self.judge, self.spec, pixels)
+        wants = self.wants
+        per_attr = {k: float(np.mean([r[k] == w[k] for r, w in zip(reads, wants) if k in w]))
+                    for k in sorted({k for w in wants for k in w})}
+        out = {"accuracy": float(np.mean([all(r[k] == v for k, v in w.items()) for r, w in zip(reads, wants)])),
+               "attributes": per_attr, "fd": frechet_distance(feats, self.real_feats),
+               "psnr": None, "ssim": None, "same_reading": None}
+        if static is not None:
+            static_pixels, static_reads = static
+            keys = SAME_READING[self.spec.modality]
+            out["psnr"] = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(static_pixels, pixels)]))
+            out["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(static_pixels, pixels)]))
+            out["same_reading"] = float(np.mean([all(a[k] == b[k] for k in keys)
+                                                 for a, b in zip(static_reads, reads)]))
+        return out, reads
+
+
+def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS, variants=("lora", "shared"),
+             baselines: bool = True, guidance: float | None = None, chunk: int = 64, assets=ASSETS,
+             weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None,
+             sampler: str = "ddim") -> dict:
+    """`paraphrase` ("trained" or "held-out", text models): captions in other words than the canonical ones."""
+    setting, real_row = Setting.load(name, n, guidance, sampler, chunk, assets, paraphrase)
+    spec, guidance = setting.spec, setting.guidance
+    steps = steps or spec.steps
+    mode = weak_mode_of(spec, weak_mode)
+    lead = spec.lead_steps(mode, steps) if lead is None else lead
+    rows = [real_row]
+    static_run, static_flops = None, None
+
+    def add(model, variant, method, budget, schedule):
+        pixels, flops, seconds = setting.run(model, condition, schedule, f"{variant} {method} {budget}")
+        row, reads = setting.score(pixels, static_run)
+        rows.append({"variant": variant, "method": method, "budget": budget, "schedule": schedule.label,
+                     "flops_ratio": flops / static_flops, "seconds": seconds, **row})
+        return pixels, reads
+
+    for variant, model in trained_models(name, variants, assets):
+        condition = setting.condition(model)
+        if static_run is None:  # the static model is the original one (the LoRA variant's native size)
             static = Schedule.static(steps, mode)
             static_flops = schedule_flops(model, static, guidance) * n
-            static_pixels, _ = add(model, "-", "static", 1.0, static)
-            rows[-1].update(psnr=None, ssim=None)
+            static_run = add(model, "-", "static", 1.0, static)
         for budget in [b for b in budgets if b < 1]:
             try:
                 schedule = budget_schedule(model, budget, steps, guidance, mode, lead)
@@ -148,7 +198,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
         if baselines and variant == variants[0]:
             add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
     return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
-            "lead": lead, "paraphrase": paraphrase, "samples": n,
+            "lead": lead, "paraphrase": paraphrase, "samples": n, "sampler": sampler,
             "steps": steps, "guidance": guidance, "rows": rows}
 
 
@@ -167,12 +217,16 @@ def _schedule_note(result: dict) -> str:
 
 def markdown_table(result: dict) -> str:
     lines = [f"**{result['model']}**{_schedule_note(result)} — {result['samples']} samples, "
-             f"{result['steps']} DDIM steps, guidance {result['guidance']}",
-             "", "| variant | method | target budget | FLOPs | judge accuracy | Fréchet dist. | PSNR | SSIM |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{result['steps']} {SAMPLER_NAMES[result.get('sampler', 'ddim')]} steps, guidance {result['guidance']}",
+             "", "| variant | method | target budget | FLOPs | judge accuracy | Fréchet dist. | PSNR | SSIM "
+             "| same reading |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
         lines.append(f"| {r['variant']} | {r['method']} | {fmt(r['budget'], '.0%')} | {fmt(r['flops_ratio'], '.0%')} "
                      f"| {r['accuracy']:.1%} | {r['fd']:.2f} | {fmt(r.get('psnr'), '.1f')} | "
-                     f"{fmt(r.get('ssim'), '.3f')} |")
+                     f"{fmt(r.get('ssim'), '.3f')} | {fmt(r.get('same_reading'), '.0%')} |")
     return "\n".join(lines)
+
+
+def fmt(value, spec: str) -> str:
+    """A table cell: the value in `spec`'s format, or a dash when there is none."""
+    return "–" if value is None else format(value, spec)

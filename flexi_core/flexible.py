@@ -9,6 +9,7 @@ the self-attention and feed-forward linears; the shared variant fine-tunes every
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 from pathlib import Path
@@ -17,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from .errors import FlexiDiTError
 from .families import LORA_TARGETS, Family, Patch, family_of
 
 NATIVE = "native"
@@ -98,7 +101,7 @@ class FlexibleTransformer(nn.Module):
     def __init__(self, base: nn.Module, weak_patches: dict[str, Patch], variant: str = "lora", lora_rank: int = 32):
         super().__init__()
         if variant not in ("lora", "shared"):
-            raise ValueError(f"variant must be 'lora' or 'shared', not {variant!r}")
+            raise FlexiDiTError(f"variant must be 'lora' or 'shared', not {variant!r}")
         self.base, self.variant, self.lora_rank = base, variant, lora_rank
         self.family: Family = family_of(base)
         self.patches = {NATIVE: self.family.native_patch, **{k: tuple(v) for k, v in weak_patches.items()}}
@@ -203,27 +206,57 @@ class FlexibleTransformer(nn.Module):
         return {k: v for k, v in self.state_dict().items()
                 if not k.startswith("base.") or "lora_" in k or self.variant == "shared"}
 
-    def save_flexify(self, path: Path, dtype=torch.float16):
+    def save_flexify(self, path: Path, dtype=torch.float16, model: str = ""):
+        """Writes `flexify_state_dict` with what loading needs (variant, rank, weak patches) and the model it
+        belongs to: its name (`model`), family and transformer config, so that another model refuses it."""
         meta = {"variant": self.variant, "lora_rank": str(self.lora_rank),
-                "weak_patches": ";".join(f"{k}={'x'.join(map(str, v))}" for k, v in self.weak_modes.items())}
+                "weak_patches": ";".join(f"{k}={'x'.join(map(str, v))}" for k, v in self.weak_modes.items()),
+                "model": model, **base_architecture(self.base)}
         save_file({k: v.detach().to(dtype).contiguous() for k, v in self.flexify_state_dict().items()}, path, meta)
 
     @classmethod
     def from_flexify_file(cls, base: nn.Module, path: Path) -> "FlexibleTransformer":
-        from safetensors import safe_open
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
+        """Refuses, with one line, a file that is damaged, not safetensors, or written for another model."""
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+                _check_architecture(path, meta, base)
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except SafetensorError as e:  # empty, truncated, a pickle: its header or data do not parse
+            raise FlexiDiTError(f"{path} is damaged or not a safetensors file ({e})") from None
         try:
             weak = {k: tuple(int(v) for v in p.split("x"))
                     for k, p in (item.split("=") for item in meta["weak_patches"].split(";"))}
             model = cls(base, weak, meta["variant"], int(meta["lora_rank"]))
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{path} is not a flexify weights file (metadata {meta})") from e
-        state = load_file(path)
+            raise FlexiDiTError(f"{path} is not a flexify weights file (metadata {meta})") from e
         expected = model.flexify_state_dict()
         missing = sorted(set(expected) - set(state))
         wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
         if missing or wrong or set(state) - set(expected):
-            raise ValueError(f"{path} does not fit this model: missing {missing[:3]}, wrong shape {wrong[:3]}")
+            raise FlexiDiTError(f"{path} does not fit this model: missing {missing[:3]}, wrong shape {wrong[:3]}")
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
         return model
+
+
+def base_architecture(base: nn.Module) -> dict[str, str]:
+    """What a flexify file records of the transformer it was trained on: the family and the diffusers config."""
+    config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    return {"family": family_of(base).name, "config": json.dumps(config, sort_keys=True)}
+
+
+def _check_architecture(path: Path, meta: dict, base: nn.Module):
+    """A file trained on another architecture is refused, even where its tensors happen to fit (shapes-text's LoRA
+    file has the same tensor names and shapes as shapes'). Config keys the file does not name are not compared, so
+    a diffusers release that adds a config field keeps old files loadable."""
+    if "family" not in meta or "config" not in meta:
+        raise FlexiDiTError(f"{path} does not say which model it belongs to (written before flexify files recorded "
+                            f"it); run `flexify` again for this model")
+    ours = base_architecture(base)
+    theirs_config, ours_config = json.loads(meta["config"]), json.loads(ours["config"])
+    differ = [k for k in sorted(theirs_config) if ours_config.get(k) != theirs_config[k]]
+    if meta["family"] != ours["family"] or differ:
+        what = (f"a {meta['family']} model, not {ours['family']}" if meta["family"] != ours["family"] else
+                f"{differ[0]} {theirs_config[differ[0]]}, not {ours_config.get(differ[0])}")
+        raise FlexiDiTError(f"{path} does not fit this model: it belongs to {meta.get('model') or 'another model'} "
+                            f"({what})")

@@ -1,15 +1,38 @@
 """A static and a flexible sample from the same seed, with FLOPs, seconds and their agreement.
 
-This is the unit of work that the CLI's `generate`, the app and the benchmarks share.
+This is the unit of work that the CLI's `generate`, the app and the benchmarks share. The two runs alternate their
+denoising steps, so that whatever else loads the machine slows both alike; `time_verdict` then says what the
+seconds show, and claims no saving within the noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from .errors import FlexiDiTError
+from .inputs import Settings, settings
 from .loading import LoadedModel
 from .metrics import psnr, ssim
-from .sampling import Sample, budget_schedule, encode_condition, sample, validate
-from .schedule import Schedule
+from .sampling import Condition, Sample, decoded, denoise, encode_condition
+from .schedule import Schedule, schedule_for_budget
+
+# The least relative difference in seconds that a comparison calls a change: besides the step-to-step noise that
+# `timing_noise` measures, the load itself moves the ratio. One job (shapes, red circle, 50 steps, 50%, merged) 18
+# times on the shared 2-core CPU at load 5-9: flexible/static 0.76-1.01 with alternating steps (14 of 18 in
+# 0.83-0.89; timing_noise 0.035-0.072), 0.60-1.13 with the two runs one after the other.
+TIME_NOISE = 0.10
+
+
+def time_verdict(static_s: float, flexible_s: float, noise: float = TIME_NOISE) -> str:
+    """'saves 29% of the time', 'took 28% more time' or 'about the same time': a change only beyond `noise` (a
+    relative difference of the flexible/static ratio from 1)."""
+    change = flexible_s / static_s - 1
+    if change < -noise:
+        return f"saves {-change:.0%} of the time"
+    if change > noise:
+        return f"took {change:.0%} more time"
+    return "about the same time"
 
 
 @dataclass
@@ -29,25 +52,64 @@ class Comparison:
         return {"psnr": psnr(self.static.pixels, self.flexible.pixels),
                 "ssim": ssim(self.static.pixels, self.flexible.pixels)}
 
+    @property
+    def time_verdict(self) -> str | None:
+        """The seconds' verdict, with the larger of TIME_NOISE and this comparison's own measured noise."""
+        if self.static is None:
+            return None
+        noise = max(TIME_NOISE, timing_noise(self.static, self.flexible))
+        return time_verdict(self.static.seconds, self.flexible.seconds, noise)
+
+
+def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
+    """Half-width of a 95% interval of the flexible/static seconds ratio, from the step-to-step noise of two runs
+    whose steps alternated: paired steps are resampled (a bootstrap) within groups of the flexible run's modes, so
+    that every draw keeps the schedule's mix of weak and native steps."""
+    s = np.array([r.seconds for r in static.records])
+    f = np.array([r.seconds for r in flexible.records])
+    groups: dict = {}
+    for i, r in enumerate(flexible.records):
+        groups.setdefault((r.cond_mode, r.uncond_mode), []).append(i)
+    rng = np.random.default_rng(0)
+    picks = np.concatenate([rng.choice(g, (draws, len(g))) for g in groups.values()], axis=1)
+    low, high = np.percentile(f[picks].sum(1) / s[picks].sum(1), [2.5, 97.5])
+    ratio = f.sum() / s.sum()
+    return float(max(ratio - low, high - ratio))
+
 
 def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = 0.5, steps: int | None = None,
              seed: int = 0, guidance: float | None = None, sampler: str = "ddim", weak_mode: str | None = None,
              lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
              progress=None) -> Comparison:
-    """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one.
-
-    `progress(fraction, text)` is called after every denoising step of both runs."""
-    steps = model.spec.steps if steps is None else steps
-    guidance = model.spec.guidance if guidance is None else guidance
-    validate(steps, guidance, seed)
+    """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one,
+    their steps alternating. Every argument is checked here, once (`inputs.settings`); None takes the model's
+    default. `progress(fraction, text)` is called after every denoising step of both runs."""
+    if schedule is not None:
+        if steps not in (None, schedule.steps):
+            raise FlexiDiTError(f"the schedule has {schedule.steps} steps, not {steps}")
+        steps, weak_mode = schedule.steps, schedule.weak_mode
+    run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, seed=seed,
+                   weak_mode=weak_mode, lead=lead, sampler=sampler)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
-    schedule = schedule or budget_schedule(model, budget, steps, guidance, weak_mode, lead)
-    runs = [("static", Schedule.static(steps, schedule.weak_mode))] if compare else []
-    runs.append(("flexible", schedule))
-    results = {}
-    for k, (name, sched) in enumerate(runs):
-        def step_progress(done, total, k=k, name=name):
+    schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
+                                               run.lead)
+    schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}
+    samples = interleaved(model, condition, {**schedules, "flexible": schedule}, run, progress)
+    return Comparison(samples["flexible"], samples.get("static"), condition.text)
+
+
+def interleaved(model: LoadedModel, condition: Condition, schedules: dict[str, Schedule], run: Settings,
+                progress=None) -> dict[str, Sample]:
+    """Samples each schedule from `run.seed`, one step of each in turn (who goes first alternates too), so that
+    machine load hits them alike. Each result equals sampling its schedule alone, bit for bit."""
+    loops = {name: denoise(model, condition, s, [run.seed], run.guidance, run.sampler) for name, s in schedules.items()}
+    samples = {name: Sample(np.zeros(0, np.uint8), s) for name, s in schedules.items()}
+    latents, names = {}, list(schedules)
+    for i in range(run.steps):
+        for name in names if i % 2 == 0 else names[::-1]:
+            record, latents[name] = next(loops[name])
+            samples[name].records.append(record)
             if progress is not None:
-                progress((k + done / total) / len(runs), f"{name}: step {done}/{total}")
-        results[name] = sample(model, condition, sched, seed, guidance, sampler, step_progress)
-    return Comparison(results["flexible"], results.get("static"), condition.text)
+                done = sum(len(s.records) for s in samples.values())
+                progress(done / (len(names) * run.steps), f"{name}: step {i + 1}/{run.steps}")
+    return {name: decoded(model, samples[name], latents[name]) for name in names}

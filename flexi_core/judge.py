@@ -64,7 +64,7 @@ def _targets(scenes):
     return cls, geo
 
 
-def train_judge(run_dir: Path, steps: int = 1500, batch_size: int = 64):
+def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3):
     from .train import pixel_batch
     from .training import run_training
     judge = Judge()
@@ -80,7 +80,7 @@ def train_judge(run_dir: Path, steps: int = 1500, batch_size: int = 64):
         cls, geo_t = _targets(scenes)
         return sum(F.cross_entropy(logits[k], cls[k]) for k in HEADS) + 20 * F.mse_loss(geo, geo_t)
 
-    state = run_training("judge", judge, loss_fn, steps, run_dir, lr=2e-3, warmup=100, ema_decay=0.99)
+    state = run_training("judge", judge, loss_fn, steps, run_dir, lr=lr, warmup=100, ema_decay=0.99)
     judge.load_state_dict(state)
     return judge
 

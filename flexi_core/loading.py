@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import FlexiDiTError
 from .flexible import NATIVE, FlexibleTransformer
 from .flops import forward_flops
 from .registry import ASSETS, ModelSpec, get_spec, transformer_class
@@ -79,22 +80,23 @@ class LoadedModel:
 
 
 def _flexible(base, spec: ModelSpec, variant: str, flexify_file: Path | None, lora_rank: int):
-    if flexify_file is not None and flexify_file.exists():
+    if flexify_file is not None:
+        _require(flexify_file, "flexify weights", "give the path of a file that `flexify` wrote")
         model = FlexibleTransformer.from_flexify_file(base, flexify_file)
         if model.variant != variant:
-            raise ValueError(f"{flexify_file} holds the {model.variant} variant, not {variant}")
+            raise FlexiDiTError(f"{flexify_file} holds the {model.variant} variant, not {variant}")
         return model, True
     return FlexibleTransformer(base, spec.weak_patches, variant, lora_rank), False
 
 
-def load_model(name: str, variant: str = "lora", assets: Path = ASSETS, weights_dir: str | None = None,
+def load_model(name: str | ModelSpec, variant: str = "lora", assets: Path = ASSETS, weights_dir: str | None = None,
                flexify_file: Path | None = None, merged: bool = False, allow_download: bool = False,
                device: str = "cpu", fresh: bool = False, lora_rank: int | None = None) -> LoadedModel:
     """`fresh` skips the flexify weights: the original transformer with new weak layers (PI-resize init) and, for
     the LoRA variant, new adapters of `lora_rank` (default 8 embedded, 32 public): what `flexify --restart` trains."""
-    spec = get_spec(name)
+    spec = name if isinstance(name, ModelSpec) else get_spec(name)  # a spec: any checkpoint (pipeline.py)
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+        raise FlexiDiTError(f"variant must be one of {VARIANTS}, not {variant!r}")
     if spec.embedded:
         model = _load_embedded(spec, variant, assets, flexify_file, fresh, lora_rank or 8)
     else:
@@ -109,8 +111,8 @@ def _check_complete(info: dict):
     """diffusers only warns when the weights file lacks tensors of the config's model (and leaves them random)."""
     missing = sorted(info.get("missing_keys") or [])
     if missing or info.get("mismatched_keys"):
-        raise ValueError(f"the weights file lacks {len(missing)} tensors of the model's config (e.g. "
-                         f"{', '.join(missing[:2])}) or has tensors of other shapes")
+        raise FlexiDiTError(f"the weights file lacks {len(missing)} tensors of the model's config (e.g. "
+                            f"{', '.join(missing[:2])}) or has tensors of other shapes")
 
 
 def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None, fresh: bool,
@@ -123,9 +125,10 @@ def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Pa
                                                              use_safetensors=True, output_loading_info=True)
         _check_complete(info)
     except (OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"weights of {spec.name} in {folder / 'transformer'} are damaged or do not fit: "
-                         f"{str(e).splitlines()[0][:200]}") from e
-    file = None if fresh else flexify_file or folder / f"flexify-{variant}.safetensors"
+        raise FlexiDiTError(f"weights of {spec.name} in {folder / 'transformer'} are damaged or do not fit: "
+                            f"{str(e).splitlines()[0][:200]}") from e
+    shipped = folder / f"flexify-{variant}.safetensors"  # optional: without it the weak sizes run PI-resize
+    file = None if fresh else flexify_file or (shipped if shipped.exists() else None)
     flexible, trained = _flexible(base, spec, variant, file, lora_rank)
     vae = load_embedded_vae(assets, spec.vae)
     text = None
@@ -138,12 +141,16 @@ def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Pa
 class T5Prompts:
     """T5 token embeddings of a prompt, as PixArt and CogVideoX pipelines compute them."""
 
-    def __init__(self, source: str, max_tokens: int, local_only: bool):
+    def __init__(self, tokenizer, model, max_tokens: int):
+        self.tokenizer, self.model, self.max_tokens = tokenizer, model.eval(), max_tokens
+
+    @classmethod
+    def from_source(cls, source: str, max_tokens: int, local_only: bool) -> "T5Prompts":
         from transformers import AutoTokenizer, T5EncoderModel
-        self.tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_only)
-        self.model = T5EncoderModel.from_pretrained(source, subfolder="text_encoder", local_files_only=local_only,
-                                                    use_safetensors=True).eval()
-        self.max_tokens = max_tokens
+        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_only)
+        model = T5EncoderModel.from_pretrained(source, subfolder="text_encoder", local_files_only=local_only,
+                                               use_safetensors=True)
+        return cls(tokenizer, model, max_tokens)
 
     @torch.no_grad()
     def __call__(self, prompts):
@@ -163,7 +170,7 @@ def _load_public(spec: ModelSpec, variant: str, weights_dir: str | None, flexify
         vae_cls = AutoencoderKLCogVideoX if spec.family == "cogvideox" else AutoencoderKL
         vae = vae_cls.from_pretrained(source, subfolder="vae", local_files_only=local_only,
                                       use_safetensors=True).eval()  # never a pickled .bin
-        text = T5Prompts(source, spec.text_tokens, local_only) if spec.conditioning == "text" else None
+        text = T5Prompts.from_source(source, spec.text_tokens, local_only) if spec.conditioning == "text" else None
         from diffusers import DDIMScheduler
         scheduler_config = dict(DDIMScheduler.load_config(source, subfolder="scheduler",
                                                           local_files_only=local_only))

@@ -13,8 +13,11 @@ three leading native steps, 25-step samples at 55% of the static FLOPs went from
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Real
 
+from .errors import FlexiDiTError
 from .flexible import NATIVE
 
 
@@ -29,9 +32,9 @@ class Schedule:
 
     def __post_init__(self):
         if not (0 <= self.native_cond <= self.steps and 0 <= self.native_uncond <= self.steps):
-            raise ValueError(f"native step counts must lie in [0, {self.steps}]")
+            raise FlexiDiTError(f"native step counts must lie in [0, {self.steps}]")
         if not 0 <= self.lead <= self.steps:
-            raise ValueError(f"lead steps must lie in [0, {self.steps}]")
+            raise FlexiDiTError(f"lead steps must lie in [0, {self.steps}]")
 
     @classmethod
     def static(cls, steps: int, weak_mode: str = "weak") -> "Schedule":
@@ -41,7 +44,11 @@ class Schedule:
     def parse(cls, text: str, steps: int, weak_mode: str = "weak", lead: int = 0) -> "Schedule":
         """'x/y' (native conditional/unconditional steps) or 'x' (same for both)."""
         cond, _, uncond = text.partition("/")
-        return cls(steps, int(cond), int(uncond or cond), weak_mode, lead=lead)
+        try:
+            return cls(steps, int(cond), int(uncond or cond), weak_mode, lead=lead)
+        except ValueError as e:  # int() of something else, or counts out of range
+            detail = str(e) if isinstance(e, FlexiDiTError) else "use whole numbers, 'x/y' or 'x'"
+            raise FlexiDiTError(f"schedule {text!r}: {detail}") from None
 
     def _mode(self, step: int, native: int) -> str:
         if self.weak_last:
@@ -110,8 +117,10 @@ def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: boo
     steps in [w, UNCOND_WEAK_FACTOR * w] (without guidance there is no unconditional pass). Leading native steps
     never displace the native ones at the end, which matter more (the reverse schedule is clearly worse): a budget
     gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at the end."""
-    if not 0 < budget <= 1:
-        raise ValueError(f"budget must be in (0, 1] (a fraction of the static FLOPs), got {budget}")
+    if isinstance(budget, Real) and math.isnan(budget):
+        raise FlexiDiTError("budget is not a number")
+    if isinstance(budget, bool) or not isinstance(budget, Real) or not 0 < budget <= 1:
+        raise FlexiDiTError(f"budget must be in (0, 1] (a fraction of the static FLOPs), got {budget!r}")
     limit = budget * total_flops(Schedule.static(steps, weak_mode), flops_of, guidance) * (1 + 1e-12)
     for lead_steps in range(min(lead, steps), -1, -1):
         make = lambda weak_cond, weak_uncond: Schedule(  # noqa: E731
@@ -124,6 +133,18 @@ def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: boo
                 if steps - weak_cond >= LEAD_END_FACTOR * lead_steps:
                     return make(weak_cond, weak_uncond)
                 break  # the lead would displace native steps at the end: try a shorter one
-    floor = flops_of[weak_mode] / flops_of[NATIVE]
-    raise ValueError(f"budget {budget:.0%} is below what the weak model alone costs ({floor:.1%} of static); "
-                     f"choose at least {floor:.1%}")
+    raise FlexiDiTError(f"budget {100 * budget:.10g}% is below what the weak model alone costs; choose at least "
+                        f"{percent_up(budget_floor(flops_of, guidance, weak_mode))}")
+
+
+def budget_floor(flops_of: dict, guidance: bool, weak_mode: str = "weak") -> float:
+    """The lowest budget `schedule_for_budget` reaches, as a fraction of the static FLOPs: every step weak. A lead
+    never raises it (leading steps that do not fit are dropped), and neither does the number of steps."""
+    return (total_flops(Schedule(1, 0, 0, weak_mode), flops_of, guidance)
+            / total_flops(Schedule.static(1, weak_mode), flops_of, guidance))
+
+
+def percent_up(fraction: float) -> str:
+    """A lower bound as a percent rounded *up* to 0.1% ('55.7%' for 0.55649), so that choosing it works (the
+    1e-12 is the budget search's own slack: 0.557 reaches a floor of 0.557 + 1e-16)."""
+    return f"{math.ceil(fraction * 1000 * (1 - 1e-12)) / 10:.1f}%"

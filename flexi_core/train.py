@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import data
+from .errors import FlexiDiTError
 from .training import Conditioner, disable_builtin_label_dropout, load_ema, run_training
 
 
@@ -58,8 +59,8 @@ class PrefetchedBatches:
 
 # --- the embedded autoencoder ------------------------------------------------------------------------------------
 
-def train_vae(run_dir: Path, steps: int = 3000, batch_size: int = 32, kl_weight: float = 1e-6, name: str = "vae",
-              time_limit: float | None = None):
+def train_vae(run_dir: Path, steps: int = 2000, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6,
+              name: str = "vae", time_limit: float | None = None):
     from .vae import build_embedded_vae
     vae = build_embedded_vae(name)
 
@@ -69,7 +70,7 @@ def train_vae(run_dir: Path, steps: int = 3000, batch_size: int = 32, kl_weight:
         rec = vae.decode(post.sample()).sample
         return (rec - x).abs().mean() + (rec - x).pow(2).mean() + kl_weight * post.kl().mean()
 
-    run_training(name, vae, loss_fn, steps, run_dir, lr=1e-3, ema_decay=0.995, time_limit=time_limit)
+    run_training(name, vae, loss_fn, steps, run_dir, lr=lr, ema_decay=0.995, time_limit=time_limit)
 
 
 # --- the embedded base transformers ------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_s
     return x0, noise, t, noise_sched.add_noise(x0, noise, t)
 
 
-def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_size: int, lr: float = 8e-4,
+def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, batch_size: int = 32, lr: float = 8e-4,
                device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0,
                train_only: tuple[str, ...] = (), time_limit: float | None = None):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
@@ -158,7 +159,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
         for n, p in model.named_parameters():
             p.requires_grad_(n.startswith(train_only))
         if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
+            raise FlexiDiTError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
     try:
         run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999,
                      time_limit=time_limit)
@@ -167,7 +168,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int, batch_siz
     return model
 
 
-def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 1000, batch_size: int = 32):
+def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 800, batch_size: int = 32, lr: float = 3e-4):
     """Sharper decodes without moving the latent space: the encoder (which the transformers were trained on)
     stays frozen, only the decoder trains. Writes the result back to `assets_vae`, fp16."""
     from diffusers import AutoencoderKL
@@ -185,7 +186,7 @@ def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 1000, bat
         rec = vae.decode(z).sample
         return (rec - x).abs().mean() + (rec - x).pow(2).mean()
 
-    state = run_training("vae-decoder", vae, loss_fn, steps, run_dir, lr=3e-4, warmup=50, ema_decay=0.995,
+    state = run_training("vae-decoder", vae, loss_fn, steps, run_dir, lr=lr, warmup=50, ema_decay=0.995,
                          param_names=names)
     vae.load_state_dict(state)
     vae.to(torch.float16).save_pretrained(assets_vae, safe_serialization=True)

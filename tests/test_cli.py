@@ -1,6 +1,7 @@
 """The command line contract: flags, JSON fields, files, and one-line errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,10 @@ def test_generate_compare_json(tmp_path, tiny_assets, name, cond):
             import imageio.v3 as iio
             assert iio.imread(path).shape == (8, 32, 32, 3)
     assert {"psnr", "ssim"} <= set(data["agreement"])
+    verdict = re.fullmatch(r"saves (\d+)% of the time|took (\d+)% more time|about the same time", data["time_verdict"])
+    change = data["seconds_flexible"] / data["seconds_static"] - 1
+    assert verdict and (verdict[1] is None or change < -0.1) and (verdict[2] is None or change > 0.1)
+    assert f"flexible {data['time_verdict']} (steps alternated)" in r.stdout
 
 
 def test_generate_leads_with_native_steps(tmp_path, tiny_assets):

@@ -188,3 +188,19 @@ def test_training_curves_keep_the_shipped_figure_without_logs(tmp_path):
     (tmp_path / "runs" / "shapes" / "log.jsonl").write_text(
         "\n".join(json.dumps({"step": s, "loss": 1 / s}) for s in range(1, 50)))
     assert training_curves(tmp_path / "runs", out) and out.stat().st_size > 1000
+
+
+def test_train_cli_uses_each_jobs_own_defaults(monkeypatch, tmp_path):
+    """`train` without --steps/--batch-size/--lr hands nothing over, so the library's defaults apply; given ones pass."""
+    import inspect
+
+    from flexi_core import cli, judge
+    assert inspect.signature(judge.train_judge).parameters["batch_size"].default == 64
+    calls = {}
+    monkeypatch.setattr(judge, "train_judge", lambda run_dir, **kw: calls.update(judge=kw))
+    monkeypatch.setattr(train, "train_vae", lambda run_dir, **kw: calls.update(vae=kw))
+    cli.main(["train", "--model", "judge", "--run-dir", str(tmp_path / "j"), "--threads", "1"])
+    cli.main(["train", "--model", "vae", "--run-dir", str(tmp_path / "v"), "--threads", "1", "--steps", "7",
+              "--lr", "0.01"])
+    assert calls["judge"] == {}
+    assert calls["vae"] == {"name": "vae", "time_limit": None, "steps": 7, "lr": 0.01}
