@@ -145,12 +145,13 @@ def cmd_generate(args):
             bar.set_postfix_str(text)
         result = generate(model, class_label=args.class_label, prompt=args.prompt, budget=args.budget, steps=steps,
                           seed=args.seed, guidance=args.cfg, sampler=args.sampler, weak_mode=args.weak_mode,
-                          lead=args.lead, schedule=schedule, compare=args.compare, progress=progress)
+                          lead=args.lead, schedule=schedule, compare=args.compare, fewer_steps=args.compare,
+                          progress=progress)
     stem = f"{model.spec.name}-seed{args.seed}"
-    files = {"flexible": str(save_media(result.flexible.pixels, out / f"{stem}-flexible"))}
-    if result.static is not None:
-        files["static"] = str(save_media(result.static.pixels, out / f"{stem}-static"))
-    flex, static = result.flexible, result.static
+    runs = {"flexible": result.flexible, "static": result.static, "fewer_steps": result.fewer}
+    runs = {name: run for name, run in runs.items() if run is not None}
+    files = {name: str(save_media(run.pixels, out / f"{stem}-{name.replace('_', '-')}")) for name, run in runs.items()}
+    flex, static, fewer = result.flexible, result.static, result.fewer
     report = {
         "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
         "condition": result.condition_text, "seed": args.seed, "steps": steps,
@@ -166,16 +167,33 @@ def cmd_generate(args):
         "time_verdict": result.time_verdict,
         "files": files, "device": model.device_name, "agreement": result.agreement,
         "flexify_trained": model.flexify_trained,
+        "steps_fewer": fewer.schedule.steps if fewer else None, "flops_fewer_steps": fewer.flops if fewer else None,
+        "seconds_fewer_steps": fewer.seconds if fewer else None,
+        "judge": _readings(model, result.condition_text, runs),
     }
     summary = f"flexible: {flex.flops / 1e9:.3f} GFLOPs, {flex.seconds:.2f} s ({flex.schedule.weak_steps} weak steps)"
     if static:
         summary += (f"; static: {static.flops / 1e9:.3f} GFLOPs, {static.seconds:.2f} s; FLOPs ratio "
                     f"{result.flops_ratio:.3f}, flexible {result.time_verdict} (steps alternated); "
                     f"PSNR {report['agreement']['psnr']:.1f} dB, SSIM {report['agreement']['ssim']:.3f}")
+    if fewer:
+        summary += f"; fewer steps: {fewer.schedule.steps} static steps, {fewer.flops / 1e9:.3f} GFLOPs"
     print(summary)
+    for name, text in (report["judge"] or {}).items():
+        print(f"judge, {name.replace('_', ' ')}: {text}")
     print("files:", ", ".join(files.values()))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+
+
+def _readings(model, condition: str, runs: dict) -> dict | None:
+    """What the judge reads in each result of an embedded model, against what the condition asked for."""
+    if not model.spec.embedded:
+        return None
+    from . import reading, registry
+    from .judge import load_judge
+    judge, want = load_judge(registry.ASSETS / "judge.safetensors"), reading.asked(model.spec, condition)
+    return {name: reading.describe(want, reading.read(judge, model.spec, run.pixels)) for name, run in runs.items()}
 
 
 def cmd_flexify(args):
@@ -321,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "base transformers 8e-4)")
     p.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
     p.add_argument("--minutes", type=float,
-                   help="end this leg after so many minutes of CPU time, with a checkpoint to resume")
+                   help="end the run after so many minutes of CPU time in all its legs, with a checkpoint")
     p.add_argument("--run-dir", help="checkpoint folder (default runs/MODEL); training resumes from it")
     p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
     p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers)")
@@ -348,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm"])
     p.add_argument("--weak-mode", help="video: temporal or spatial (default: the first)")
     p.add_argument("--lead", type=int, help=LEAD_HELP)
-    p.add_argument("--compare", action="store_true", help="also sample the static model from the same seed")
+    p.add_argument("--compare", action="store_true", help="also sample the static model from the same seed, and the "
+                   "static model with fewer steps at no more than the flexible run's FLOPs")
     p.add_argument("--out-dir", default="outputs")
     p.add_argument("--json", help="write a JSON report here")
     p.set_defaults(func=cmd_generate)

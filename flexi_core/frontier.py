@@ -5,35 +5,26 @@ at N = 1…25 steps, against FLOPs, is the *static frontier*; FlexiDiT at a budg
 steps where its row lies above that line. Each FlexiDiT row carries its *frontier gain* (its accuracy minus the
 frontier's at the same FLOPs, linearly interpolated between the two neighbouring static runs; the same for Fréchet),
 its agreement with the static run of the same N and seeds, and the static run with the most steps within its FLOPs
-(`fewer_steps_for`: what the app and `generate --compare` show beside a flexible sample). FLOPs are per sample,
+(`schedule.fewer_steps_for`: what the app and `generate --compare` show beside a flexible sample). FLOPs are per sample,
 relative to one reference: the static run of REFERENCE_STEPS steps (the same for every sampler).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FlexiDiTError
 from .evaluate import SAMPLER_NAMES, Setting, fmt, trained_models, weak_mode_of
-from .inputs import MAX_STEPS, real, whole
+from .inputs import MAX_STEPS, whole
 from .registry import ASSETS
 from .sampling import budget_schedule
-from .schedule import Schedule, total_flops
+from .schedule import Schedule, fewer_steps_for, total_flops
 
 FRONTIER_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25)
 SWEEP_STEPS = (4, 6, 8, 10, 25)
 SWEEP_BUDGETS = (0.75, 0.55, 0.40)
 REFERENCE_STEPS = 25
-
-
-def fewer_steps_for(flops_budget: float, flops_of: dict, guidance: bool, most: int = MAX_STEPS) -> int:
-    """The most static steps (at most `most`) whose FLOPs do not exceed `flops_budget` — one sample's FLOPs as
-    `flops_of` counts them (LoadedModel.flops_of()) — never more; 0 when not even one static step fits."""
-    flops_budget = real(flops_budget, "the FLOPs budget", 0, math.inf)
-    per_step = total_flops(Schedule.static(1), flops_of, guidance)
-    return min(most, int(flops_budget * (1 + 1e-12) // per_step))
 
 
 def interpolate(points, x: float) -> float | None:

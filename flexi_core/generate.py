@@ -15,7 +15,7 @@ from .inputs import Settings, settings
 from .loading import LoadedModel
 from .metrics import psnr, ssim
 from .sampling import Condition, Sample, decoded, denoise, encode_condition
-from .schedule import Schedule, schedule_for_budget
+from .schedule import Schedule, fewer_steps_for, schedule_for_budget, total_flops
 
 # The least relative difference in seconds that a comparison calls a change: besides the step-to-step noise that
 # `timing_noise` measures, the load itself moves the ratio. One job (shapes, red circle, 50 steps, 50%, merged) 18
@@ -40,6 +40,7 @@ class Comparison:
     flexible: Sample
     static: Sample | None
     condition_text: str
+    fewer: Sample | None = None  # the static model with the most steps whose FLOPs stay within the flexible run's
 
     @property
     def flops_ratio(self) -> float | None:
@@ -80,10 +81,11 @@ def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
 def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = 0.5, steps: int | None = None,
              seed: int = 0, guidance: float | None = None, sampler: str = "ddim", weak_mode: str | None = None,
              lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
-             progress=None) -> Comparison:
-    """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one,
-    their steps alternating. Every argument is checked here, once (`inputs.settings`); None takes the model's
-    default. `progress(fraction, text)` is called after every denoising step of both runs."""
+             fewer_steps: bool = False, progress=None) -> Comparison:
+    """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one, and
+    with `fewer_steps` the obvious alternative: the static model with fewer steps at no more than the flexible run's
+    FLOPs; their steps alternate. Every argument is checked here, once (`inputs.settings`); None takes the model's
+    default. `progress(fraction, text)` is called after every denoising step of every run."""
     if schedule is not None:
         if steps not in (None, schedule.steps):
             raise FlexiDiTError(f"the schedule has {schedule.steps} steps, not {steps}")
@@ -94,22 +96,32 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
                                                run.lead)
     schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}
-    samples = interleaved(model, condition, {**schedules, "flexible": schedule}, run, progress)
-    return Comparison(samples["flexible"], samples.get("static"), condition.text)
+    schedules["flexible"] = schedule
+    if fewer_steps:
+        flops_of = model.flops_of()
+        steps_fewer = fewer_steps_for(total_flops(schedule, flops_of, run.guided), flops_of, run.guided, run.steps)
+        if steps_fewer == 0:
+            raise FlexiDiTError("not even one static step fits in the flexible run's FLOPs")
+        schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
+    samples = interleaved(model, condition, schedules, run, progress)
+    return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"))
 
 
 def interleaved(model: LoadedModel, condition: Condition, schedules: dict[str, Schedule], run: Settings,
                 progress=None) -> dict[str, Sample]:
-    """Samples each schedule from `run.seed`, one step of each in turn (who goes first alternates too), so that
-    machine load hits them alike. Each result equals sampling its schedule alone, bit for bit."""
+    """Samples each schedule from `run.seed`, one step of each in turn (who goes first alternates too; a shorter
+    schedule drops out when done), so that machine load hits them alike. Each result equals sampling its schedule
+    alone, bit for bit."""
     loops = {name: denoise(model, condition, s, [run.seed], run.guidance, run.sampler) for name, s in schedules.items()}
     samples = {name: Sample(np.zeros(0, np.uint8), s) for name, s in schedules.items()}
-    latents, names = {}, list(schedules)
-    for i in range(run.steps):
+    latents, names, total = {}, list(schedules), sum(s.steps for s in schedules.values())
+    for i in range(max(s.steps for s in schedules.values())):
         for name in names if i % 2 == 0 else names[::-1]:
+            if i >= schedules[name].steps:
+                continue
             record, latents[name] = next(loops[name])
             samples[name].records.append(record)
             if progress is not None:
                 done = sum(len(s.records) for s in samples.values())
-                progress(done / (len(names) * run.steps), f"{name}: step {i + 1}/{run.steps}")
+                progress(done / total, f"{name}: step {i + 1}/{schedules[name].steps}")
     return {name: decoded(model, samples[name], latents[name]) for name in names}

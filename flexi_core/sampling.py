@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import DivergedError, FlexiDiTError
-from .flexible import NATIVE
+from .guidance import guided
 from .inputs import clean_prompt, settings
 from .loading import LoadedModel
 from .schedule import Schedule, schedule_for_budget, total_flops
@@ -59,6 +59,7 @@ class Sample:
 def encode_condition(model: LoadedModel, class_label=None, prompt=None) -> Condition:
     """Conditioning for one class label / prompt, or a batch when given a list."""
     spec = model.spec
+    condition = model.flexible.family.condition
     if isinstance(class_label, (list, tuple)) or isinstance(prompt, (list, tuple)):
         parts = [encode_condition(model, c, None) for c in class_label] if spec.conditioning == "class" and \
             class_label is not None else [encode_condition(model, None, p) for p in (prompt or [])]
@@ -72,16 +73,13 @@ def encode_condition(model: LoadedModel, class_label=None, prompt=None) -> Condi
                                 (f": one of {', '.join(spec.class_names)}" if spec.class_names else " (0-999)"))
         label = _class_index(spec, class_label)
         null = model.flexible.base.config.num_embeds_ada_norm
-        return Condition({"class_labels": torch.tensor([label])}, {"class_labels": torch.tensor([null])},
+        return Condition(condition(torch.tensor([label])), condition(torch.tensor([null])),
                          spec.class_names[label] if spec.class_names else str(label))
     if prompt is None:
         raise FlexiDiTError(f"{spec.name} needs a prompt")
     text = clean_prompt(prompt)
     hidden, mask = model.text_encoder([text, ""])
-    if spec.family == "pixart":
-        return Condition({"encoder_hidden_states": hidden[:1], "encoder_attention_mask": mask[:1]},
-                         {"encoder_hidden_states": hidden[1:], "encoder_attention_mask": mask[1:]}, text)
-    return Condition({"encoder_hidden_states": hidden[:1]}, {"encoder_hidden_states": hidden[1:]}, text)
+    return Condition(condition(None, hidden[:1], mask[:1]), condition(None, hidden[1:], mask[1:]), text)
 
 
 def _class_index(spec, class_label) -> int:
@@ -141,31 +139,13 @@ def denoise(model: LoadedModel, condition: Condition, schedule: Schedule, seeds:
         return {k: v.to(model.device).expand(batch, *v.shape[1:]) for k, v in c.items()}
 
     condition = Condition(rows(condition.cond), rows(condition.uncond), condition.text)
-    channel_dim = 2 if spec.modality == "video" else 1
-    channels = latents.shape[channel_dim]
     flops_of, use_cfg = model.flops_of(), guidance > 1
-
-    def eps(x, t, cond, mode):
-        pred = flex(x, t.expand(x.shape[0]), cond, mode)
-        return pred.narrow(channel_dim, 0, channels)  # drop learned-variance channels (DiT-XL/2, PixArt)
-
     for i, t in enumerate(scheduler.timesteps):
         start = time.perf_counter()
-        c_mode, u_mode = schedule.modes(i)
+        c_mode, u_mode = schedule.modes(i) if use_cfg else (schedule.modes(i)[0], None)
         x = scheduler.scale_model_input(latents, t)
-        if not use_cfg:
-            guided, u_mode = eps(x, t, condition.cond, c_mode), None
-        elif c_mode == u_mode:  # one batched forward for both passes
-            both = {k: torch.cat([condition.cond[k], condition.uncond[k]]) for k in condition.cond}
-            e_c, e_u = eps(torch.cat([x, x]), t, both, c_mode).chunk(2)
-            guided = e_u + guidance * (e_c - e_u)
-        elif c_mode == NATIVE:  # conditional pass at the smaller patch: the weak conditional is the base
-            e_c, e_base = eps(x, t, condition.cond, c_mode), eps(x, t, condition.cond, u_mode)
-            guided = e_base + guidance * (e_c - e_base)
-        else:
-            e_c, e_u = eps(x, t, condition.cond, c_mode), eps(x, t, condition.uncond, u_mode)
-            guided = e_u + guidance * (e_c - e_u)
-        latents = scheduler.step(guided, t, latents, generator=generators).prev_sample
+        eps = guided(flex, x, t, condition.cond, condition.uncond, guidance, c_mode, u_mode)
+        latents = scheduler.step(eps, t, latents, generator=generators).prev_sample
         if not torch.isfinite(latents).all():
             raise DivergedError(f"sampling diverged at step {i} (non-finite latents); try fewer weak steps")
         yield StepRecord(

@@ -19,6 +19,7 @@ from numbers import Real
 
 from .errors import FlexiDiTError
 from .flexible import NATIVE
+from .inputs import MAX_STEPS, real
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,11 @@ def percent_up(fraction: float) -> str:
     """A lower bound as a percent rounded *up* to 0.1% ('55.7%' for 0.55649), so that choosing it works (the
     1e-12 is the budget search's own slack: 0.557 reaches a floor of 0.557 + 1e-16)."""
     return f"{math.ceil(fraction * 1000 * (1 - 1e-12)) / 10:.1f}%"
+
+
+def fewer_steps_for(flops_budget: float, flops_of: dict, guidance: bool, most: int = MAX_STEPS) -> int:
+    """The most static steps (at most `most`) whose FLOPs do not exceed `flops_budget` — one sample's FLOPs as
+    `flops_of` counts them (LoadedModel.flops_of()) — never more; 0 when not even one static step fits."""
+    flops_budget = real(flops_budget, "the FLOPs budget", 0, math.inf)
+    per_step = total_flops(Schedule.static(1), flops_of, guidance)
+    return min(most, int(flops_budget * (1 + 1e-12) // per_step))

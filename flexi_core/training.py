@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .families import family_class
+
+CHECKPOINT_SECONDS = 600
 
 
 class EMA:
@@ -43,8 +47,10 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
                  param_names: list[str] | None = None, time_limit: float | None = None) -> dict[str, torch.Tensor]:
     """Optimises `loss_fn(step)` for `steps` steps, resuming from `run_dir` if a checkpoint is there.
 
-    `time_limit` (seconds of this process's CPU time, so that legs sharing a busy machine get the same compute) ends
-    the leg early with a checkpoint: a run of many legs, each within a session's time.
+    `time_limit` (seconds of CPU time over all legs of the run, kept in the checkpoint, so that runs sharing a busy
+    machine get the same compute) ends the run early with a checkpoint: a run of many legs, each within a session. A checkpoint is also written
+    every `checkpoint_every` steps, every CHECKPOINT_SECONDS of wall-clock, and when SIGTERM or Ctrl-C asks the run to
+    stop (at the end of the step in progress), so a stopped run loses at most minutes.
 
     `param_names` picks the trained parameters (default: those with requires_grad); they are all handed to the
     optimizer even while peft has frozen an inactive adapter. Returns the EMA state dict."""
@@ -56,7 +62,7 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
     ema = EMA(model, names, ema_decay)
-    start = 0
+    start, cpu_before = 0, 0.0
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True, map_location=params[0].device)  # our own file, tensors only
@@ -64,19 +70,23 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
         ema.shadow = state["ema"]
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        start = state["step"]
+        start, cpu_before = state["step"], float(state.get("cpu_seconds", 0.0))
         print(f"[{name}] resumed at step {start}")
+
+    def cpu_seconds() -> float:
+        return cpu_before + time.process_time() - cpu0
 
     def save(step):
         torch.save({"model": model.state_dict(), "ema": ema.shadow, "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "step": step}, run_dir / "checkpoint.tmp")
+                    "sched": sched.state_dict(), "step": step, "cpu_seconds": cpu_seconds()},
+                   run_dir / "checkpoint.tmp")
         (run_dir / "checkpoint.tmp").replace(ckpt)
         save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, run_dir / "ema.safetensors")
 
     model.train()
-    t0, cpu0, losses = time.time(), time.process_time(), []
+    t0, cpu0, saved_at, losses = time.time(), time.process_time(), time.time(), []
     with open(run_dir / "log.jsonl", "a") as log, tqdm(range(start, steps), desc=name, initial=start, total=steps,
-                                                       mininterval=10) as bar:
+                                                       mininterval=10) as bar, _StopRequests() as stop:
         for step in bar:
             loss = loss_fn(step)
             opt.zero_grad(set_to_none=True)
@@ -93,14 +103,40 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
                 log.flush()
                 bar.set_postfix(loss=f"{mean:.4f}")
                 losses = []
-            out_of_time = time_limit is not None and time.process_time() - cpu0 > time_limit
-            if (step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time:
+            out_of_time = time_limit is not None and cpu_seconds() > time_limit
+            if ((step + 1) % checkpoint_every == 0 or step + 1 == steps or out_of_time or stop.asked
+                    or time.time() - saved_at > CHECKPOINT_SECONDS):
                 save(step + 1)
-            if out_of_time:
-                print(f"[{name}] time limit reached at step {step + 1}; run again to resume")
+                saved_at = time.time()
+            if out_of_time or stop.asked:
+                print(f"[{name}] {'time limit reached' if out_of_time else 'stopped'} at step {step + 1}; "
+                      f"checkpoint saved, run again to resume")
                 break
     model.eval()
+    if stop.asked:
+        raise KeyboardInterrupt
     return ema.state_dict()
+
+
+class _StopRequests:
+    """While a run trains, SIGTERM and SIGINT only ask it to stop after the step in progress (with a checkpoint);
+    a second signal stops at once."""
+
+    def __enter__(self):
+        self.asked, self.previous = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, sig, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def load_ema(module: torch.nn.Module, run_dir: Path) -> torch.nn.Module:

@@ -33,7 +33,10 @@ def test_generate_compare_json(tmp_path, tiny_assets, name, cond):
     assert FIELDS <= set(data)
     assert len(data["schedule"]) == 6 and data["flops_flexible"] <= float(budget) * data["flops_static"]
     assert data["flops_ratio"] == pytest.approx(data["flops_flexible"] / data["flops_static"])
-    assert set(data["files"]) == {"static", "flexible"}
+    assert set(data["files"]) == {"static", "flexible", "fewer_steps"}
+    assert 1 <= data["steps_fewer"] < 6 and data["flops_fewer_steps"] <= data["flops_flexible"]  # never more FLOPs
+    assert data["flops_fewer_steps"] + data["flops_static"] / 6 > data["flops_flexible"]  # the most steps that fit
+    assert set(data["judge"]) == set(data["files"]) and all(" on " in text for text in data["judge"].values())
     native, weak = ([1, 1, 1], [1, 2, 2]) if name == "shapes" else ([1, 2, 2], [2, 2, 2])
     assert data["schedule"][-1] == native and data["schedule"][0] == weak  # weak first, native last
     for path in data["files"].values():

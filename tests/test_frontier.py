@@ -10,6 +10,7 @@ from flexi_core import bench, frontier, sampling
 from flexi_core.errors import FlexiDiTError
 from flexi_core.judge import Judge
 from flexi_core.loading import load_model
+from flexi_core.schedule import fewer_steps_for
 
 from test_cli import run
 
@@ -52,16 +53,16 @@ def test_frontier_gain_is_the_interpolated_difference():
 
 def test_fewer_steps_never_exceed_the_budget():
     flops_of = {"native": 10, "weak": 3}
-    assert frontier.fewer_steps_for(60, flops_of, guidance=True) == 3  # 20 per static step with guidance
-    assert frontier.fewer_steps_for(59.9, flops_of, guidance=True) == 2
-    assert frontier.fewer_steps_for(59.9, flops_of, guidance=False) == 5
-    assert frontier.fewer_steps_for(19, flops_of, guidance=True) == 0  # not even one step fits
-    assert frontier.fewer_steps_for(1e9, flops_of, guidance=True, most=8) == 8
+    assert fewer_steps_for(60, flops_of, guidance=True) == 3  # 20 per static step with guidance
+    assert fewer_steps_for(59.9, flops_of, guidance=True) == 2
+    assert fewer_steps_for(59.9, flops_of, guidance=False) == 5
+    assert fewer_steps_for(19, flops_of, guidance=True) == 0  # not even one step fits
+    assert fewer_steps_for(1e9, flops_of, guidance=True, most=8) == 8
     for budget in range(0, 400, 7):
-        steps = frontier.fewer_steps_for(budget, flops_of, guidance=True)
+        steps = fewer_steps_for(budget, flops_of, guidance=True)
         assert 20 * steps <= budget < 20 * (steps + 1)
     with pytest.raises(FlexiDiTError, match="FLOPs budget"):
-        frontier.fewer_steps_for(float("nan"), flops_of, guidance=True)
+        fewer_steps_for(float("nan"), flops_of, guidance=True)
 
 
 def test_frontier_sweep_in_process(frontier_assets, tmp_path, monkeypatch):

@@ -82,6 +82,33 @@ def test_interrupted_training_resumes_exactly(tmp_path):
         torch.testing.assert_close(resumed[k], straight[k])
 
 
+def test_sigterm_stops_after_the_step_with_a_checkpoint(tmp_path):
+    """A SIGTERM (a session's end, `kill`) mid-run: the step in progress finishes, a checkpoint is written there (not
+    only at checkpoint_every), and the resumed run ends with the weights of an uninterrupted one."""
+    import signal
+    torch.manual_seed(0)
+    x, target, init = torch.randn(16, 3), torch.randn(16, 1), torch.nn.Linear(3, 1).state_dict()
+
+    def run(run_dir, signal_at=None):
+        model = torch.nn.Linear(3, 1)
+        model.load_state_dict(init)
+
+        def loss(step):
+            if step == signal_at:
+                signal.raise_signal(signal.SIGTERM)
+            return (model(x) - target).pow(2).mean()
+        return training.run_training("t", model, loss, 7, run_dir, warmup=2, checkpoint_every=100)
+
+    straight = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", signal_at=4)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 5  # step 4 (0-based) done
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after the run
+    resumed = run(tmp_path / "b")
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k])
+
+
 def test_prefetched_batches_are_the_plain_ones():
     """Worker processes forked after torch's thread pool ran (as on a GPU host) draw exactly the same batches."""
     torch.set_num_threads(2)
