@@ -12,7 +12,7 @@ class FlexiDiTError(ValueError):
 
 class DivergedError(FlexiDiTError, FloatingPointError):
     """Sampling blew up (non-finite latents): another schedule may not. Also a FloatingPointError, which the
-    measuring code (bench.py) catches to skip the case."""
+    measuring code (flexi_core.bench) catches to skip the case."""
 
 
 class OutputError(OSError):

@@ -5,10 +5,13 @@ in the judge's feature space against real procedural samples, and the agreement 
 of the same seed — for the static model, FlexiDiT at several budgets (both variants), and three baselines at equal
 FLOPs: the static model with fewer steps, the reverse schedule (weak model last) and the weak model alone.
 The pieces (Setting: evaluation set, judge, sampling and scoring) also serve the step-count sweep of frontier.py.
+`quality_verdict` reads a result as wins and losses against the baselines, `quality_plot` draws it (bench).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+from pathlib import Path
 
 import numpy as np
 
@@ -230,3 +233,126 @@ def markdown_table(result: dict) -> str:
 def fmt(value, spec: str) -> str:
     """A table cell: the value in `spec`'s format, or a dash when there is none."""
     return "–" if value is None else format(value, spec)
+
+
+def _same(a: float, b: float, tol: float) -> int:
+    """+1 if a is better (higher) by more than tol, -1 if worse, 0 if within tol."""
+    return 0 if abs(a - b) <= tol else (1 if a > b else -1)
+
+
+def quality_verdict(result: dict) -> dict:
+    """Compares every FlexiDiT row with the baselines at the same target budget and with the static model.
+    Tolerances come from the data: accuracy within 2 binomial standard errors of the difference (at least one
+    sample), Fréchet distance within the real-vs-real distance or 5%, whichever is larger."""
+    rows, n = result["rows"], result["samples"]
+    real = next((r for r in rows if r["method"] == "real data"), None)
+    fd_floor = real["fd"] if real else 0.0
+    static = next((r for r in rows if r["method"] == "static"), None)
+
+    def acc_tol(p, q):
+        return max(2 * math.sqrt(p * (1 - p) / n + q * (1 - q) / n), 1 / n)
+
+    def fd_tol(a, b):
+        return max(fd_floor, 0.05 * max(a, b))
+
+    def compare(f, b) -> dict:
+        acc = _same(f["accuracy"], b["accuracy"], acc_tol(f["accuracy"], b["accuracy"]))
+        fd = -_same(f["fd"], b["fd"], fd_tol(f["fd"], b["fd"]))  # lower is better
+        verdict = "tie" if acc == fd == 0 else "wins" if min(acc, fd) >= 0 else "loses" if max(acc, fd) <= 0 \
+            else "mixed"
+        return {"against": b["method"], "against_flops": b["flops_ratio"], "verdict": verdict,
+                "accuracy": (f["accuracy"], b["accuracy"]), "fd": (f["fd"], b["fd"])}
+
+    comparisons, lines = [], []
+    flexi = [r for r in rows if r["method"] == "FlexiDiT"]
+    weak_alone = next((r for r in rows if r["method"] == "weak model alone"), None)
+
+    def all_weak(r):  # a 0/0 schedule is the weak model alone, whatever the order
+        return str(r.get("schedule", "")).startswith("0/0")
+
+    for f in flexi:
+        for b in rows:
+            if b["method"] in ("FlexiDiT", "static", "real data", "weak model alone") or b["budget"] != f["budget"]:
+                continue
+            if all_weak(f) and b["method"].startswith("reverse"):
+                continue  # the same sampling run: nothing to compare
+            comparisons.append({"variant": f["variant"], "budget": f["budget"], "flops": f["flops_ratio"],
+                                **compare(f, b)})
+    if weak_alone:
+        for variant in sorted({f["variant"] for f in flexi}):
+            mixed = [f for f in flexi if f["variant"] == variant and not all_weak(f)]
+            if mixed:  # the cheapest schedule that still has native steps
+                cheapest = min(mixed, key=lambda f: f["flops_ratio"])
+                comparisons.append({"variant": variant, "budget": cheapest["budget"],
+                                    "flops": cheapest["flops_ratio"], **compare(cheapest, weak_alone)})
+    for c in comparisons:
+        lines.append(f"{c['variant']} FlexiDiT at {c['flops']:.0%} FLOPs vs {c['against']} "
+                     f"({c['against_flops']:.0%} FLOPs): **{c['verdict']}** — accuracy {c['accuracy'][0]:.1%} vs "
+                     f"{c['accuracy'][1]:.1%}, Fréchet distance {c['fd'][0]:.2f} vs {c['fd'][1]:.2f}")
+    summary = []
+    for variant in sorted({f["variant"] for f in flexi}):
+        mine = [c for c in comparisons if c["variant"] == variant]
+        counts = {v: sum(c["verdict"] == v for c in mine) for v in ("wins", "tie", "mixed", "loses")}
+        text = (f"{variant}: FlexiDiT wins {counts['wins']} of {len(mine)} equal-budget comparisons with the "
+                f"baselines, ties {counts['tie']}, is mixed in {counts['mixed']} and loses {counts['loses']}"
+                if mine else f"{variant}: no baseline rows to compare with (evaluated with --no-baselines)")
+        where_not = [f"{c['against']} at {c['flops']:.0%}" for c in mine if c["verdict"] in ("loses", "mixed")]
+        if where_not:
+            text += f"; it does not win against: {', '.join(where_not)}"
+        if static:  # walk down the budgets while FlexiDiT stays as good as the static model
+            kept = None
+            for f in sorted((f for f in flexi if f["variant"] == variant), key=lambda f: -f["flops_ratio"]):
+                if compare(f, static)["verdict"] not in ("tie", "wins"):
+                    break
+                kept = f
+            text += (f"; it matches the static model (within noise) down to {kept['flops_ratio']:.0%} FLOPs"
+                     if kept else "; it is below the static model already at its highest reduced budget")
+        summary.append(text)
+    return {"comparisons": comparisons, "lines": lines, "summary": summary,
+            "tolerances": {"accuracy": "2 standard errors of the difference, at least 1/n",
+                           "fd": f"max(real-vs-real {fd_floor:.3f}, 5%)"}}
+
+
+def quality_plot(result: dict, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    series = {}
+    for r in rows:
+        if r["method"] == "FlexiDiT":
+            key = f"FlexiDiT ({r['variant']})"
+        elif r["method"].startswith("static,"):
+            key = "static, fewer steps"
+        elif r["method"] in ("reverse (weak last)", "weak model alone", "static"):
+            key = r["method"]
+        else:
+            continue
+        series.setdefault(key, []).append(r)
+    styles = {"FlexiDiT (lora)": "o-", "FlexiDiT (shared)": "s-", "static, fewer steps": "^--",
+              "reverse (weak last)": "v:", "weak model alone": "kx", "static": "k*"}
+    real = next((r for r in rows if r["method"] == "real data"), None)
+    for ax, metric, label in ((axes[0], "accuracy", "judge accuracy (higher is better)"),
+                              (axes[1], "fd", "Fréchet distance (lower is better)")):
+        for key, rs in series.items():
+            pts = sorted((r["flops_ratio"], r[metric]) for r in rs)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(key, "o-"), label=key, markersize=7)
+        if real:
+            ax.axhline(real[metric], color="grey", lw=0.8, ls="--", label="real data")
+        ax.set_xlabel("FLOPs / static FLOPs")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{quality_key(result)}: quality vs FLOPs ({result['samples']} samples, {result['steps']} steps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def quality_key(result: dict) -> str:
+    """One entry per model and weak patch: a video model is evaluated once per weak mode; a frontier sweep
+    (frontier.py) once per sampler too."""
+    mode = result.get("weak_mode")
+    key = result["model"] if mode in (None, "weak") else f"{result['model']}-{mode}"
+    return f"frontier-{key}-{result['sampler']}" if result.get("kind") == "frontier" else key

@@ -16,6 +16,7 @@ from .flops import forward_flops
 from .registry import ASSETS, ModelSpec, get_spec, transformer_class
 
 VARIANTS = ("lora", "shared")
+DEFAULT_LORA_RANK = {"embedded": 8, "public": 32}  # new adapters' rank, by where the model comes from
 
 
 def _require(path: Path, what: str, how: str):
@@ -79,7 +80,10 @@ class LoadedModel:
                 for mode, patch in self.flexible.patches.items()}
 
 
-def _flexible(base, spec: ModelSpec, variant: str, flexify_file: Path | None, lora_rank: int):
+def flexible_from_file(base, spec: ModelSpec, variant: str, flexify_file: Path | None,
+                       lora_rank: int) -> tuple[FlexibleTransformer, bool]:
+    """(flexible model, trained): `base` with the weights of `flexify_file`, or without a file new weak layers
+    (PI-resize init) and, for LoRA, new adapters of `lora_rank`."""
     if flexify_file is not None:
         _require(flexify_file, "flexify weights", "give the path of a file that `flexify` wrote")
         model = FlexibleTransformer.from_flexify_file(base, flexify_file)
@@ -93,14 +97,15 @@ def load_model(name: str | ModelSpec, variant: str = "lora", assets: Path = ASSE
                flexify_file: Path | None = None, merged: bool = False, allow_download: bool = False,
                device: str = "cpu", fresh: bool = False, lora_rank: int | None = None) -> LoadedModel:
     """`fresh` skips the flexify weights: the original transformer with new weak layers (PI-resize init) and, for
-    the LoRA variant, new adapters of `lora_rank` (default 8 embedded, 32 public): what `flexify --restart` trains."""
+    the LoRA variant, new adapters of `lora_rank` (default: DEFAULT_LORA_RANK): what `flexify --restart` trains."""
     spec = name if isinstance(name, ModelSpec) else get_spec(name)  # a spec: any checkpoint (pipeline.py)
     if variant not in VARIANTS:
         raise FlexiDiTError(f"variant must be one of {VARIANTS}, not {variant!r}")
     if spec.embedded:
-        model = _load_embedded(spec, variant, assets, flexify_file, fresh, lora_rank or 8)
+        model = _load_embedded(spec, variant, assets, flexify_file, fresh, lora_rank or DEFAULT_LORA_RANK["embedded"])
     else:
-        model = _load_public(spec, variant, weights_dir, flexify_file, allow_download, fresh, lora_rank or 32)
+        model = _load_public(spec, variant, weights_dir, flexify_file, allow_download, fresh,
+                             lora_rank or DEFAULT_LORA_RANK["public"])
     if merged:
         model.flexible.merge_adapters()
     model.flexible.eval()
@@ -115,21 +120,29 @@ def _check_complete(info: dict):
                             f"{', '.join(missing[:2])}) or has tensors of other shapes")
 
 
-def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None, fresh: bool,
-                   lora_rank: int) -> LoadedModel:
-    folder = assets / spec.name
-    _require(folder / "transformer" / "diffusion_pytorch_model.safetensors", f"weights of {spec.name}",
+def load_embedded_transformer(spec: ModelSpec, assets: Path = ASSETS):
+    """The embedded model's diffusers transformer from `assets`; missing, damaged or incomplete weights are refused
+    with one line."""
+    folder = assets / spec.name / "transformer"
+    _require(folder / "diffusion_pytorch_model.safetensors", f"weights of {spec.name}",
              f"restore assets/ from git or run `python -m flexi_core train --model {spec.name} --export`")
     try:
-        base, info = transformer_class(spec).from_pretrained(folder / "transformer", torch_dtype=torch.float32,
+        base, info = transformer_class(spec).from_pretrained(folder, torch_dtype=torch.float32,
                                                              use_safetensors=True, output_loading_info=True)
         _check_complete(info)
     except (OSError, ValueError, RuntimeError) as e:
-        raise FlexiDiTError(f"weights of {spec.name} in {folder / 'transformer'} are damaged or do not fit: "
+        raise FlexiDiTError(f"weights of {spec.name} in {folder} are damaged or do not fit: "
                             f"{str(e).splitlines()[0][:200]}") from e
+    return base
+
+
+def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Path | None, fresh: bool,
+                   lora_rank: int) -> LoadedModel:
+    folder = assets / spec.name
+    base = load_embedded_transformer(spec, assets)
     shipped = folder / f"flexify-{variant}.safetensors"  # optional: without it the weak sizes run PI-resize
     file = None if fresh else flexify_file or (shipped if shipped.exists() else None)
-    flexible, trained = _flexible(base, spec, variant, file, lora_rank)
+    flexible, trained = flexible_from_file(base, spec, variant, file, lora_rank)
     vae = load_embedded_vae(assets, spec.vae)
     text = None
     if spec.conditioning == "text":
@@ -182,5 +195,5 @@ def _load_public(spec: ModelSpec, variant: str, weights_dir: str | None, flexify
             f"folder with --weights-dir; --allow-download fetches them when a network is there. "
             f"[{type(e).__name__}]") from None
     file = None if fresh or not flexify_file else Path(flexify_file)
-    flexible, trained = _flexible(base, spec, variant, file, lora_rank)
+    flexible, trained = flexible_from_file(base, spec, variant, file, lora_rank)
     return LoadedModel(spec, flexible, vae, text, scheduler_config, trained, vae.config.scaling_factor)

@@ -19,14 +19,14 @@ import torch
 from .errors import FlexiDiTError
 from .flexible import FlexibleTransformer
 from .generate import generate
-from .loading import VARIANTS, LoadedModel, T5Prompts, load_model
+from .loading import DEFAULT_LORA_RANK, VARIANTS, LoadedModel, T5Prompts, load_model
 from .registry import ASSETS, SPECS, ModelSpec, default_weak_patches, spec_from_config, spec_from_pretrained
 from .sampling import StepRecord
 from .schedule import Schedule
 
 
 def flexify(transformer, weak_patches: dict | None = None, variant: str = "lora",
-            lora_rank: int = 8) -> FlexibleTransformer:
+            lora_rank: int = DEFAULT_LORA_RANK["public"]) -> FlexibleTransformer:
     """Makes a diffusers DiT / PixArt / CogVideoX transformer flexible: new weak patch sizes (PI-resize initialised;
     default twice the native patch), and for the LoRA variant one adapter per weak size. The native size stays the
     original model, bit for bit. Train the weak sizes with `FlexiDiTPipeline.distill`."""
@@ -82,7 +82,8 @@ class FlexiDiTPipeline:
                               merged=merged, allow_download=allow_download, device=device, lora_rank=lora_rank))
 
     @classmethod
-    def from_pipe(cls, pipe, variant: str = "lora", weak_patches: dict | None = None, lora_rank: int = 32,
+    def from_pipe(cls, pipe, variant: str = "lora", weak_patches: dict | None = None,
+                  lora_rank: int = DEFAULT_LORA_RANK["public"],
                   flexify_weights: str | Path | None = None) -> "FlexiDiTPipeline":
         """From a loaded diffusers pipeline (DiTPipeline, PixArtAlphaPipeline, CogVideoXPipeline): its own
         transformer (wrapped, not copied), autoencoder, scheduler config and text encoder."""

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from flexi_core.bench import quality_verdict
+from flexi_core.evaluate import quality_verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,7 +67,7 @@ def test_bench_quick(tmp_path, tiny_assets):
     quality = tmp_path / "quality-shapes.json"
     quality.write_text(json.dumps(QUALITY))
     out = tmp_path / "bench"
-    env = {**os.environ, "PYTHONPATH": ROOT, "FLEXIDIT_ASSETS": str(tiny_assets)}
+    env = {**os.environ, "FLEXIDIT_ASSETS": str(tiny_assets)}
     r = subprocess.run([sys.executable, "-m", "flexi_core", "bench", "--quick", "--models", "shapes,dit-xl-2-256",
                         "--out", str(out), "--quality-json", str(quality)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
