@@ -148,29 +148,10 @@ def cmd_generate(args):
                           lead=args.lead, schedule=schedule, compare=args.compare, fewer_steps=args.compare,
                           progress=progress)
     stem = f"{model.spec.name}-seed{args.seed}"
-    runs = {"flexible": result.flexible, "static": result.static, "fewer_steps": result.fewer}
-    runs = {name: run for name, run in runs.items() if run is not None}
-    files = {name: str(save_media(run.pixels, out / f"{stem}-{name.replace('_', '-')}")) for name, run in runs.items()}
+    files = {name: str(save_media(run.pixels, out / f"{stem}-{name.replace('_', '-')}"))
+             for name, run in result.runs.items()}
+    report = result.report(model, files=files, seed=args.seed, sampler=args.sampler, budget=args.budget)
     flex, static, fewer = result.flexible, result.static, result.fewer
-    report = {
-        "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
-        "condition": result.condition_text, "seed": args.seed, "steps": steps,
-        "guidance": model.spec.guidance if args.cfg is None else args.cfg, "sampler": args.sampler,
-        "budget": args.budget, "schedule_label": flex.schedule.label, "weak_steps": flex.schedule.weak_steps,
-        "lead_steps": flex.schedule.lead_steps,
-        "schedule": [list(r.cond_patch) for r in flex.records],
-        "schedule_uncond": [list(r.uncond_patch) if r.uncond_patch else None for r in flex.records],
-        "flops_per_step": [r.flops for r in flex.records],
-        "flops_flexible": flex.flops, "flops_static": static.flops if static else None,
-        "flops_ratio": result.flops_ratio,
-        "seconds_flexible": flex.seconds, "seconds_static": static.seconds if static else None,
-        "time_verdict": result.time_verdict,
-        "files": files, "device": model.device_name, "agreement": result.agreement,
-        "flexify_trained": model.flexify_trained,
-        "steps_fewer": fewer.schedule.steps if fewer else None, "flops_fewer_steps": fewer.flops if fewer else None,
-        "seconds_fewer_steps": fewer.seconds if fewer else None,
-        "judge": _readings(model, result.condition_text, runs),
-    }
     summary = f"flexible: {flex.flops / 1e9:.3f} GFLOPs, {flex.seconds:.2f} s ({flex.schedule.weak_steps} weak steps)"
     if static:
         summary += (f"; static: {static.flops / 1e9:.3f} GFLOPs, {static.seconds:.2f} s; FLOPs ratio "
@@ -184,16 +165,6 @@ def cmd_generate(args):
     print("files:", ", ".join(files.values()))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float))
-
-
-def _readings(model, condition: str, runs: dict) -> dict | None:
-    """What the judge reads in each result of an embedded model, against what the condition asked for."""
-    if not model.spec.embedded:
-        return None
-    from . import reading, registry
-    from .judge import load_judge
-    judge, want = load_judge(registry.ASSETS / "judge.safetensors"), reading.asked(model.spec, condition)
-    return {name: reading.describe(want, reading.read(judge, model.spec, run.pixels)) for name, run in runs.items()}
 
 
 def cmd_flexify(args):

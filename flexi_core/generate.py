@@ -41,6 +41,7 @@ class Comparison:
     static: Sample | None
     condition_text: str
     fewer: Sample | None = None  # the static model with the most steps whose FLOPs stay within the flexible run's
+    guidance: float | None = None
 
     @property
     def flops_ratio(self) -> float | None:
@@ -52,6 +53,36 @@ class Comparison:
             return None
         return {"psnr": psnr(self.static.pixels, self.flexible.pixels),
                 "ssim": ssim(self.static.pixels, self.flexible.pixels)}
+
+    @property
+    def runs(self) -> dict[str, Sample]:
+        """The samples this comparison holds, by name: flexible, static, fewer_steps."""
+        runs = {"flexible": self.flexible, "static": self.static, "fewer_steps": self.fewer}
+        return {name: run for name, run in runs.items() if run is not None}
+
+    def report(self, model: LoadedModel, **request) -> dict:
+        """Everything a JSON report says about this comparison (`generate --json`); `request` adds the caller's
+        settings (seed, sampler, budget, files). For the embedded models, what the judge reads in each sample."""
+        flex, static, fewer = self.flexible, self.static, self.fewer
+        from .reading import judge_readings
+        return {
+            "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
+            "condition": self.condition_text, "steps": flex.schedule.steps, "guidance": self.guidance,
+            **request,
+            "schedule_label": flex.schedule.label, "weak_steps": flex.schedule.weak_steps,
+            "lead_steps": flex.schedule.lead_steps,
+            "schedule": [list(r.cond_patch) for r in flex.records],
+            "schedule_uncond": [list(r.uncond_patch) if r.uncond_patch else None for r in flex.records],
+            "flops_per_step": [r.flops for r in flex.records],
+            "flops_flexible": flex.flops, "flops_static": static.flops if static else None,
+            "flops_ratio": self.flops_ratio,
+            "seconds_flexible": flex.seconds, "seconds_static": static.seconds if static else None,
+            "time_verdict": self.time_verdict, "device": model.device_name, "agreement": self.agreement,
+            "flexify_trained": model.flexify_trained,
+            "steps_fewer": fewer.schedule.steps if fewer else None, "flops_fewer_steps": fewer.flops if fewer else None,
+            "seconds_fewer_steps": fewer.seconds if fewer else None,
+            "judge": judge_readings(model, self.condition_text, self.runs) if model.spec.embedded else None,
+        }
 
     @property
     def time_verdict(self) -> str | None:
@@ -104,7 +135,8 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
             raise FlexiDiTError("not even one static step fits in the flexible run's FLOPs")
         schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
     samples = interleaved(model, condition, schedules, run, progress)
-    return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"))
+    return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"),
+                      run.guidance)
 
 
 def interleaved(model: LoadedModel, condition: Condition, schedules: dict[str, Schedule], run: Settings,

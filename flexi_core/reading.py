@@ -55,3 +55,11 @@ def describe(want: dict, got: dict) -> str:
     seen = f"{got['colour']} {got['shape']} on {got['background']}"
     wrong = [f"{key} {got[key]} (asked {value})" for key, value in want.items() if got.get(key) != value]
     return f"{seen}: as asked" if not wrong else f"{seen}: " + ", ".join(wrong)
+
+
+def judge_readings(model, condition: str, samples: dict) -> dict[str, str]:
+    """`describe` for each named sample of an embedded model, with the shipped judge."""
+    from .judge import load_judge
+    from .registry import ASSETS
+    judge, want = load_judge(ASSETS / "judge.safetensors"), asked(model.spec, condition)
+    return {name: describe(want, read(judge, model.spec, s.pixels)) for name, s in samples.items()}

@@ -48,9 +48,9 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
     """Optimises `loss_fn(step)` for `steps` steps, resuming from `run_dir` if a checkpoint is there.
 
     `time_limit` (seconds of CPU time over all legs of the run, kept in the checkpoint, so that runs sharing a busy
-    machine get the same compute) ends the run early with a checkpoint: a run of many legs, each within a session. A checkpoint is also written
-    every `checkpoint_every` steps, every CHECKPOINT_SECONDS of wall-clock, and when SIGTERM or Ctrl-C asks the run to
-    stop (at the end of the step in progress), so a stopped run loses at most minutes.
+    machine get the same compute) ends the run early with a checkpoint: a run of many legs, each within a session.
+    A checkpoint is also written every `checkpoint_every` steps, every CHECKPOINT_SECONDS of wall-clock, and when
+    SIGTERM or Ctrl-C asks the run to stop (at the end of the step in progress), so a stopped run loses minutes.
 
     `param_names` picks the trained parameters (default: those with requires_grad); they are all handed to the
     optimizer even while peft has frozen an inactive adapter. Returns the EMA state dict."""
