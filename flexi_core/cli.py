@@ -10,7 +10,8 @@ from .errors import FlexiDiTError, message
 
 def cmd_train(args):
     import torch
-    from . import registry, train
+    from . import registry
+    from .shapes import train
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or f"runs/{args.model}")
     limit = None if args.minutes is None else 60 * args.minutes
@@ -25,7 +26,7 @@ def cmd_train(args):
         train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, **given)
         return
     if args.model == "judge":
-        from . import judge
+        from .shapes import judge
         judge.train_judge(run_dir, **given)
         if args.export:
             judge.export_judge(run_dir, registry.ASSETS / "judge.safetensors")
@@ -170,7 +171,8 @@ def cmd_generate(args):
 def cmd_flexify(args):
     import json
     import torch
-    from . import distill, registry, train
+    from . import distill, registry
+    from .shapes import train
     from .loading import load_model
     torch.set_num_threads(args.threads)
     _check_paraphrase(args.paraphrase, registry.get_spec(args.model))
@@ -217,8 +219,8 @@ def _step_list(text: str) -> tuple[int, ...]:
 def cmd_evaluate(args):
     import json
     import torch
-    from . import frontier
-    from .evaluate import BUDGETS, evaluate, markdown_table
+    from .shapes import frontier
+    from .shapes.evaluate import BUDGETS, evaluate, markdown_table
     torch.set_num_threads(args.threads)
     quick, variants = args.quick, tuple(args.variants.split(","))
     sweep = args.frontier or args.sweep_steps or args.frontier_steps
@@ -265,7 +267,7 @@ def cmd_bench(args):
 
 def cmd_card(args):
     import torch
-    from . import card
+    from .shapes import card
     from .registry import ASSETS
     torch.set_num_threads(args.threads)
     if not card.training_curves(Path("runs"), ASSETS / "training-curves.png"):

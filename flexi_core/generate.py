@@ -64,7 +64,7 @@ class Comparison:
         """Everything a JSON report says about this comparison (`generate --json`); `request` adds the caller's
         settings (seed, sampler, budget, files). For the embedded models, what the judge reads in each sample."""
         flex, static, fewer = self.flexible, self.static, self.fewer
-        from .reading import judge_readings
+        from .shapes.reading import judge_readings
         return {
             "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
             "condition": self.condition_text, "steps": flex.schedule.steps, "guidance": self.guidance,

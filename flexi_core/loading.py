@@ -146,7 +146,7 @@ def _load_embedded(spec: ModelSpec, variant: str, assets: Path, flexify_file: Pa
     vae = load_embedded_vae(assets, spec.vae)
     text = None
     if spec.conditioning == "text":
-        from .text import load_minilm
+        from .shapes.text import load_minilm
         text = load_minilm()
     return LoadedModel(spec, flexible, vae, text, spec.scheduler, trained, vae.config.scaling_factor)
 

@@ -153,7 +153,7 @@ class FlexiDiTPipeline:
         from .distill import condition_sampler, distill
         captions = None
         if self.spec.embedded and self.spec.conditioning == "text":
-            from .train import procedural_captions
+            from .shapes.train import procedural_captions
             captions = procedural_captions(self.spec)
         draw, null = condition_sampler(self.model, prompts_file, captions)
         info = distill(self.model.flexible, self.spec, steps, batch_size, Path(run_dir), draw, null,

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import data
+from .shapes import data
 from .errors import FlexiDiTError
 from .families import Patch
 

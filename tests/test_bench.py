@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from flexi_core.evaluate import quality_verdict
+from flexi_core.shapes.evaluate import quality_verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def test_quality_verdict_reads_the_numbers():
 def test_quality_keeps_one_entry_per_weak_mode(tmp_path):
     """Two evaluations of one video model (temporal and spatial weak patch) stay two tables with their own plots."""
     from flexi_core.bench import quality
-    from flexi_core.evaluate import markdown_table
+    from flexi_core.shapes.evaluate import markdown_table
     files = []
     for mode, patch in (("temporal", [2, 2, 2]), ("spatial", [1, 4, 4])):
         files.append(tmp_path / f"eval-{mode}.json")

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from flexi_core import data
+from flexi_core.shapes import data
 from flexi_core.generate import generate
-from flexi_core.judge import load_judge
+from flexi_core.shapes.judge import load_judge
 from flexi_core.loading import load_model
 from flexi_core.registry import ASSETS
 
@@ -64,7 +64,7 @@ def test_fresh_shared_variant_starts_from_the_original_transformer():
 @pytest.mark.parametrize("name", ["shapes-text", "shapes-video"])
 def test_scoring_asks_only_for_what_the_caption_names(name):
     """A video caption's "moving left" is a direction, not a position (that slip failed correct samples)."""
-    from flexi_core.evaluate import eval_set, requested
+    from flexi_core.shapes.evaluate import eval_set, requested
     from flexi_core.registry import get_spec
     spec = get_spec(name)
     _, scenes, captions = eval_set(spec, 64)
@@ -81,7 +81,7 @@ def test_scoring_asks_only_for_what_the_caption_names(name):
 
 def test_paraphrased_evaluation_names_every_object_in_other_words():
     """`evaluate --paraphrase`: same scenes, colour and shape named by trained or never-trained synonyms."""
-    from flexi_core.evaluate import PARAPHRASES, eval_set, evaluate
+    from flexi_core.shapes.evaluate import PARAPHRASES, eval_set, evaluate
     from flexi_core.registry import get_spec
     spec = get_spec("shapes-text")
     real, scenes, plain = eval_set(spec, 48)

@@ -6,9 +6,10 @@ from collections import Counter
 import pytest
 from safetensors.torch import save_file
 
-from flexi_core import bench, frontier, sampling
+from flexi_core import bench, sampling
+from flexi_core.shapes import frontier
 from flexi_core.errors import FlexiDiTError
-from flexi_core.judge import Judge
+from flexi_core.shapes.judge import Judge
 from flexi_core.loading import load_model
 from flexi_core.schedule import fewer_steps_for
 
@@ -80,7 +81,7 @@ def test_frontier_sweep_in_process(frontier_assets, tmp_path, monkeypatch):
         return sample(model, condition, schedule, *args, **kwargs)
 
     monkeypatch.setattr(sampling, "make_scheduler", spy_scheduler)
-    monkeypatch.setattr("flexi_core.evaluate.sample", spy_sample)
+    monkeypatch.setattr("flexi_core.shapes.evaluate.sample", spy_sample)
     result = frontier.frontier("shapes", n=4, steps=(4,), frontier_steps=(1, 2, 4), budgets=(0.55, 1.0),
                                sampler="dpm", chunk=2, assets=frontier_assets)
     assert set(samplers) == {"dpm"}

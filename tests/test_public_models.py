@@ -6,7 +6,7 @@ import torch
 from flexi_core import registry
 from flexi_core.generate import generate
 from flexi_core.loading import load_model
-from flexi_core.text import minilm_dir
+from flexi_core.shapes.text import minilm_dir
 
 TINY = dict(num_attention_heads=2, attention_head_dim=8, num_layers=2)
 

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_transformer
-from flexi_core import data, distill, registry, train, training
+from flexi_core import distill, registry, training
+from flexi_core.shapes import data, train
 from flexi_core.flexible import NATIVE, FlexibleTransformer
 from test_flexible import inputs
 
@@ -208,7 +209,7 @@ def test_scenes_are_valid():
 def test_training_curves_keep_the_shipped_figure_without_logs(tmp_path):
     """`card` on a fresh clone (no runs/) must not overwrite assets/training-curves.png with empty axes."""
     import json
-    from flexi_core.card import training_curves
+    from flexi_core.shapes.card import training_curves
     out = tmp_path / "curves.png"
     assert not training_curves(tmp_path / "runs", out) and not out.exists()
     (tmp_path / "runs" / "shapes").mkdir(parents=True)
@@ -221,7 +222,8 @@ def test_train_cli_uses_each_jobs_own_defaults(monkeypatch, tmp_path):
     """`train` without --steps/--batch-size/--lr hands nothing over, so the library's defaults apply; given ones pass."""
     import inspect
 
-    from flexi_core import cli, judge
+    from flexi_core import cli
+    from flexi_core.shapes import judge
     assert inspect.signature(judge.train_judge).parameters["batch_size"].default == 64
     calls = {}
     monkeypatch.setattr(judge, "train_judge", lambda run_dir, **kw: calls.update(judge=kw))

@@ -16,7 +16,7 @@ import torch
 
 from .. import registry
 from ..errors import FlexiDiTError
-from ..evaluate import BUDGETS
+from ..shapes.evaluate import BUDGETS
 from . import memory, wallclock
 from .flops import flops_anchors
 from .models import BIG, EMBEDDED, QUICK_LAYERS, log

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .. import registry
-from ..evaluate import fmt, markdown_table, quality_key, quality_plot, quality_verdict
+from ..shapes.evaluate import fmt, markdown_table, quality_key, quality_plot, quality_verdict
 from .models import log
 
 
@@ -57,7 +57,7 @@ def _quality_results(quality_json, models, quick: bool, out: Path, samples: int 
         elif not trained or not (registry.ASSETS / "judge.safetensors").exists():
             skipped.append(f"{name}: no trained flexify weights or judge in {registry.ASSETS}")
         else:
-            from ..evaluate import evaluate
+            from ..shapes.evaluate import evaluate
             log(f"bench: evaluating {name} ({samples or 256} samples per row)")
             result = evaluate(name, n=samples or 256)
             (out / f"quality-{name}.json").write_text(json.dumps(result, indent=2, default=float))
@@ -74,7 +74,7 @@ def quality(quality_json, models, quick: bool, out: Path, samples: int | None) -
     for result in results:
         plot = out / f"quality-{quality_key(result)}.png"
         if result.get("kind") == "frontier":  # its own table and plot; the frontier gain is the verdict
-            from .. import frontier
+            from ..shapes import frontier
             frontier.plot(result, plot)
             entries.append({**result, "source": sources.get(quality_key(result)), "plot": plot.name})
             continue
@@ -213,7 +213,7 @@ def _quality_md(q: dict) -> list[str]:
     out = ["", "## 3. Quality vs FLOPs"]
     for e in q["models"]:
         if e.get("kind") == "frontier":
-            from ..frontier import markdown_table as frontier_table
+            from ..shapes.frontier import markdown_table as frontier_table
             out += ["", frontier_table(e), "", f"Source: {e['source']}.", "",
                     f"![quality vs FLOPs on the static frontier]({e['plot']})"]
             continue

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FlexiDiTError
+from ..errors import FlexiDiTError
 from .evaluate import SAMPLER_NAMES, Setting, fmt, trained_models, weak_mode_of
-from .inputs import MAX_STEPS, whole
-from .registry import ASSETS
-from .sampling import budget_schedule
-from .schedule import Schedule, fewer_steps_for, total_flops
+from ..inputs import MAX_STEPS, whole
+from ..registry import ASSETS
+from ..sampling import budget_schedule
+from ..schedule import Schedule, fewer_steps_for, total_flops
 
 FRONTIER_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25)
 SWEEP_STEPS = (4, 6, 8, 10, 25)

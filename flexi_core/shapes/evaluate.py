@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from . import data
-from .errors import FlexiDiTError
+from ..errors import FlexiDiTError
 from .judge import Judge, load_judge
-from .loading import load_model
-from .metrics import frechet_distance, psnr, ssim
-from .registry import ASSETS, ModelSpec, get_spec
-from .sampling import budget_schedule, encode_condition, sample, schedule_flops
-from .schedule import Schedule
+from ..loading import load_model
+from ..metrics import frechet_distance, psnr, ssim
+from ..registry import ASSETS, ModelSpec, get_spec
+from ..sampling import budget_schedule, encode_condition, sample, schedule_flops
+from ..schedule import Schedule
 
 BUDGETS = (1.0, 0.75, 0.55, 0.40, 0.25)
 EVAL_SEED = 70_000_000

@@ -60,6 +60,6 @@ def describe(want: dict, got: dict) -> str:
 def judge_readings(model, condition: str, samples: dict) -> dict[str, str]:
     """`describe` for each named sample of an embedded model, with the shipped judge."""
     from .judge import load_judge
-    from .registry import ASSETS
+    from ..registry import ASSETS
     judge, want = load_judge(ASSETS / "judge.safetensors"), asked(model.spec, condition)
     return {name: describe(want, read(judge, model.spec, s.pixels)) for name, s in samples.items()}

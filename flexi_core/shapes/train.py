@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from . import data
-from .errors import FlexiDiTError
-from .training import Conditioner, disable_builtin_label_dropout, load_ema, run_training
+from ..errors import FlexiDiTError
+from ..training import Conditioner, disable_builtin_label_dropout, load_ema, run_training
 
 
 def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = False, paraphrase: float = 0.0):
@@ -124,7 +124,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     `train_only` (parameter-name prefixes) freezes the rest: e.g. only the caption projection learns synonyms, so the
     transformer body, and with it every flexify file trained on it, stays valid."""
     from diffusers import DDPMScheduler
-    from .registry import build_transformer
+    from ..registry import build_transformer
     model = init_like_dit(build_transformer(spec))
     if init_from is not None and not (run_dir / "checkpoint.pt").exists():
         weights = Path(init_from)
@@ -134,7 +134,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     model.to(device)
     vae.to(device)
     disable_builtin_label_dropout(model)
-    from .families import family_of
+    from ..families import family_of
     family = family_of(model)
     noise_sched = DDPMScheduler(**spec.scheduler)
     text_encoder = None

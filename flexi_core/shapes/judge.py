@@ -66,7 +66,7 @@ def _targets(scenes):
 
 def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3):
     from .train import pixel_batch
-    from .training import run_training
+    from ..training import run_training
     judge = Judge()
     gen = torch.Generator().manual_seed(1)
 

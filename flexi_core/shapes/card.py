@@ -8,10 +8,10 @@ import numpy as np
 from PIL import Image
 
 from .evaluate import eval_set
-from .loading import load_model
-from .registry import get_spec
-from .sampling import budget_schedule, encode_condition, sample
-from .schedule import Schedule
+from ..loading import load_model
+from ..registry import get_spec
+from ..sampling import budget_schedule, encode_condition, sample
+from ..schedule import Schedule
 
 
 def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "shapes-text", "shapes-video")) -> bool:
