@@ -198,7 +198,7 @@ def test_scenes_are_valid():
     for seed in range(200):
         pixels, scene, caption = data.sample(seed)
         assert scene.colour in caption and scene.shape in caption
-        assert scene.background in data._distinct_backgrounds(scene.colour)
+        assert scene.background in data.distinct_backgrounds(scene.colour)
         bg = np.array(data.BACKGROUNDS[scene.background])
         obj = np.array(data.COLOURS[scene.colour])
         corner = pixels[0, 0] if scene.position_word != "top left" else pixels[-1, -1]

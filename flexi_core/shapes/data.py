@@ -82,7 +82,7 @@ def position_word(cx: float, cy: float) -> str:
     return f"{row} {col}".strip() or "centre"
 
 
-def _distinct_backgrounds(colour: str) -> list[str]:
+def distinct_backgrounds(colour: str) -> list[str]:
     """Backgrounds far enough (in RGB) from the object colour that the shape is always clearly visible."""
     c = np.array(COLOURS[colour])
     return [name for name, rgb in BACKGROUNDS.items() if np.linalg.norm(c - np.array(rgb)) > 150]
@@ -92,7 +92,7 @@ def random_scene(rng: np.random.Generator, class_id: int | None = None, video: b
     if class_id is None:
         class_id = int(rng.integers(len(CLASS_NAMES)))
     colour, shape = CLASS_NAMES[class_id].split(" ")
-    backgrounds = _distinct_backgrounds(colour)
+    backgrounds = distinct_backgrounds(colour)
     background = backgrounds[int(rng.integers(len(backgrounds)))]
     radius = float(rng.uniform(5.0, 12.0))
     cx, cy = (float(v) for v in rng.uniform(radius, IMAGE_SIZE - radius, size=2))
