@@ -78,3 +78,93 @@ def test_budget_generate_and_screenshot(tiny_assets, tmp_path):
     finally:
         demo.close()
     assert screenshot.stat().st_size > 10_000
+
+
+HTML_PROMPT = "<img src=x> **bold** [link](javascript:alert(1))"
+HTML_SCREENSHOT = ROOT / "docs" / "screenshot-html-prompt.png"
+STOP_SCREENSHOT = ROOT / "docs" / "screenshot-stop.png"
+
+
+def _choose_model(page, name):
+    page.get_by_label("Model").click()
+    page.get_by_role("option", name=name).first.click()
+
+
+def _error_badges(page) -> int:
+    """Gradio's red 'Error' badges on outputs and its error toasts that are visible now."""
+    badges = page.get_by_text("Error", exact=True)
+    return sum(badges.nth(i).is_visible() for i in range(badges.count())) + \
+        page.locator("[data-testid='toast-body'].error").count()
+
+
+def test_html_prompt_is_text_and_stop_is_calm(tiny_assets, tmp_path):
+    """Issue 17 in a real browser: a prompt with HTML and Markdown in it is shown as typed (no image element, no
+    link, no bold); during a run Generate is disabled; Stop says "Stopped" in the status line with no error toast or
+    badge, keeps the last result and gives Generate back; after a public model's error the button comes back too,
+    and switching back to an embedded model clears the error badges. FLEXIDIT_TEST_ASSETS (the trained assets/)
+    writes docs/screenshot-html-prompt.png and docs/screenshot-stop.png."""
+    from test_app import launch
+    assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
+    docs = bool(os.environ.get("FLEXIDIT_TEST_ASSETS"))
+    shots = (HTML_SCREENSHOT, STOP_SCREENSHOT) if docs else (tmp_path / "html.png", tmp_path / "stop.png")
+    demo, url = launch(assets)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(url)
+                expect(page.locator("#preview")).to_contain_text("of static FLOPs", timeout=60_000)
+                _choose_model(page, "shapes-text")
+                prompt = page.locator("#prompt textarea")
+                expect(prompt).to_be_visible(timeout=30_000)
+                prompt.fill(HTML_PROMPT)
+                page.locator("#generate").click()
+                agreement = page.locator("#agreement")
+                expect(agreement).to_contain_text("condition:", timeout=120_000)
+                expect(agreement).to_contain_text(HTML_PROMPT)  # the characters as typed
+                assert agreement.locator("img").count() == 0 and agreement.locator("a").count() == 0
+                assert "bold" not in agreement.locator("strong").all_inner_texts()
+                images = page.locator("#comparison img")
+                expect(images).to_have_count(2, timeout=30_000)
+                first = images.nth(0).get_attribute("src")
+                expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
+                page.screenshot(path=str(shots[0]), full_page=True)
+
+                steps = page.get_by_label("Denoising steps")
+                steps.fill("1000")
+                steps.press("Enter")
+                page.locator("#generate").click()
+                expect(page.locator("#generate")).to_be_disabled(timeout=10_000)  # no second job from this page
+                expect(page.locator("#generate")).to_contain_text("Running")
+                page.wait_for_timeout(2500)
+                page.locator("#stop").click()
+                status = page.locator("#status")
+                expect(status).to_contain_text("Stopped at ", timeout=30_000)
+                expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
+                page.wait_for_timeout(1000)
+                assert _error_badges(page) == 0, "Stop showed an error"
+                expect(images).to_have_count(2)
+                assert images.nth(0).get_attribute("src") == first  # the last result is kept
+                expect(agreement).to_contain_text(HTML_PROMPT)
+                page.screenshot(path=str(shots[1]), full_page=True)
+
+                # a public model without weights: an error, then the button is back; switching away clears the badge
+                _choose_model(page, "dit-xl-2-256")
+                expect(page.locator("#preview")).to_contain_text("steps weak", timeout=30_000)
+                steps.fill("10")
+                steps.press("Enter")
+                page.locator("#generate").click()
+                expect(page.locator("[data-testid='toast-body'].error")).to_contain_text("not available offline",
+                                                                                        timeout=30_000)
+                expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
+                assert _error_badges(page) > 0  # (what the count sees)
+                page.locator("[data-testid='toast-close']").first.click()
+                _choose_model(page, "shapes")
+                page.wait_for_timeout(2000)
+                assert _error_badges(page) == 0, "the error badges stayed after switching back"
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    assert all(shot.stat().st_size > 10_000 for shot in shots)
