@@ -1,4 +1,9 @@
-"""`python -m flexi_core …`: the command line that the app, the benchmarks and the checks rely on."""
+"""`python -m flexi_core …` (or `flexidit …`): the command line that the app, the benchmarks and the checks rely on.
+
+Each command parses its flags and calls the library (`generate`, `distill`, `evaluate`, `bench`, ...); the work
+itself lives there. Over 400 lines because the seven commands' argparse declarations and help texts live together
+here, in one place a user reads with `--help`.
+"""
 from __future__ import annotations
 
 import argparse
