@@ -1,6 +1,7 @@
 """Matplotlib figures of flexi_core's results (built with matplotlib.figure.Figure: no pyplot state, thread-safe)."""
 from __future__ import annotations
 
+import functools
 import math
 
 import matplotlib
@@ -11,6 +12,20 @@ from matplotlib.patches import Patch as LegendPatch  # noqa: E402
 
 NATIVE_COLOUR = "#1f5fbf"
 WEAK_COLOURS = ("#f28e2b", "#59a14f", "#e15759")
+# transparent figures with mid-grey text and lines: readable on the page's light and dark themes alike
+INK = "#8a8a8a"
+THEME = {"figure.facecolor": "none", "axes.facecolor": "none", "savefig.facecolor": "none", "text.color": INK,
+         "axes.labelcolor": INK, "axes.edgecolor": INK, "xtick.color": INK, "ytick.color": INK,
+         "axes.titlecolor": INK, "legend.facecolor": "none", "legend.edgecolor": INK, "hatch.color": INK}
+
+
+def themed(draw):
+    """Builds the figure under THEME (matplotlib reads rcParams when an artist is made)."""
+    @functools.wraps(draw)
+    def build(*args, **kwargs):
+        with matplotlib.rc_context(THEME):
+            return draw(*args, **kwargs)
+    return build
 
 
 def patch_text(patch) -> str:
@@ -37,6 +52,7 @@ def mode_colours(patches: dict) -> dict:
     return {"native": NATIVE_COLOUR, **{m: WEAK_COLOURS[i % len(WEAK_COLOURS)] for i, m in enumerate(weak)}}
 
 
+@themed
 def timeline(runs: list[tuple[str, list]], patches: dict) -> Figure:
     """One bar per denoising step, height = FLOPs of that step, colour = patch size of its conditional pass; one
     panel per run (static, flexible) on a shared y axis so the saving is visible at a glance; hatched: a step whose
@@ -63,7 +79,7 @@ def timeline(runs: list[tuple[str, list]], patches: dict) -> Figure:
     handles = [LegendPatch(color=colours[m], label=f"{mode_name(m)}, patch {patch_text(patches[m])}")
                for m in patches if m in used]
     if any(r.uncond_mode not in (None, r.cond_mode) for _, records in runs for r in records):
-        handles.append(LegendPatch(facecolor="white", edgecolor="black", hatch="//",
+        handles.append(LegendPatch(facecolor="none", edgecolor=INK, hatch="//",
                                    label="unconditional pass weak (guidance base: weak conditional)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     return fig
@@ -77,6 +93,7 @@ def _flops_scale(peak: float) -> tuple[float, str]:
     return 1.0, "FLOPs / step"
 
 
+@themed
 def sweep(rows: list[dict], static_flops: int) -> Figure:
     """Agreement (PSNR, SSIM) with the static sample and denoising time, against FLOPs in % of static."""
     fig = Figure(figsize=(9, 3.4), layout="constrained")
@@ -103,6 +120,7 @@ def sweep(rows: list[dict], static_flops: int) -> Figure:
     return fig
 
 
+@themed
 def prediction_gap(result: dict) -> Figure:
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     ax = fig.subplots()
@@ -117,6 +135,7 @@ def prediction_gap(result: dict) -> Figure:
     return fig
 
 
+@themed
 def filtered_updates(result: dict) -> Figure:
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     ax = fig.subplots()

@@ -136,7 +136,7 @@ def user_errors(fn, passthrough: tuple = ()):
 
 # --- jobs that stop: Stop, a client that went away, a time limit, a cap on work -------------------------------------
 
-MAX_WORK_STEPS = 2000  # denoising steps (or forward-sized steps) one request may run: a 1000-step generate
+MAX_WORK_STEPS = 3000  # denoising steps (or forward-sized steps) one request may run: a 1000-step generate
 
 
 def check_work(steps: int, runs: int, what: str, limit: int = MAX_WORK_STEPS):

@@ -27,6 +27,7 @@ from pathlib import Path
 import gradio as gr
 
 from flexi_core.errors import FlexiDiTError
+from flexi_core.inputs import Settings, settings
 from flexi_core.registry import SPECS, get_spec
 
 from . import plots
@@ -125,32 +126,22 @@ def _condition(spec, class_label, prompt) -> dict:
 
 
 @dataclass(frozen=True)
-class RunInputs:
+class RunInputs(Settings):
+    """flexi_core's checked Settings (with its `guided` rule), plus what the app adds: model, variant, condition."""
     spec: object
     variant: str
-    seed: int
-    steps: int
-    guidance: float
-    weak_mode: str
-    lead: int
     condition: dict
-
-    @property
-    def guided(self) -> bool:
-        return self.guidance > 1
 
 
 def run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode=None) -> RunInputs:
     """Every heavy event's settings, checked once (flexi_core.inputs.settings); FlexiDiTError names what to change."""
-    from flexi_core.inputs import settings
     spec = _spec(model_name)
     if variant not in ("lora", "shared"):
         raise FlexiDiTError(f"variant must be one of ('lora', 'shared'), not {str(variant)[:40]!r}")
     seed, steps, guidance = (_number(v, name) for v, name in ((seed, "seed"), (steps, "number of steps"),
                                                                (guidance, "guidance scale")))
     run = settings(spec, steps=steps, guidance=guidance, seed=seed, weak_mode=_weak_mode(spec, weak_mode))
-    return RunInputs(spec, variant, run.seed, run.steps, run.guidance, run.weak_mode, run.lead,
-                     _condition(spec, class_label, prompt))
+    return RunInputs(**vars(run), spec=spec, variant=variant, condition=_condition(spec, class_label, prompt))
 
 
 # --- text helpers ---------------------------------------------------------------------------------------------------
@@ -186,6 +177,14 @@ def _finite(value):
 
 def _warning(error: BaseException) -> str:
     return f"⚠️ {as_markdown_text(user_message(error))}"
+
+
+def _judge_lines(model, result, assets) -> dict | None:
+    """What the judge reads in each result, for the embedded models (flexi_core.shapes.reading)."""
+    if not model.spec.embedded:
+        return None
+    from flexi_core.shapes.reading import judge_readings
+    return judge_readings(model, result.condition_text, result.runs, assets)
 
 
 def _run_json(sample) -> dict:
@@ -262,7 +261,7 @@ def _choice_values(choices) -> list:
 # --- the app ----------------------------------------------------------------------------------------------------------
 
 GENERATE_OUTPUTS = ("slider", "video_static", "video_flexible", "sheet_static", "sheet_flexible", "static_md",
-                    "flexible_md", "agreement_md", "timeline", "downloads", "status", "raw")
+                    "flexible_md", "agreement_md", "timeline", "downloads", "fewer_image", "fewer_md", "status", "raw")
 SWEEP_OUTPUTS = ("sweep_gallery", "sweep_plot", "sweep_table", "sweep_note", "status", "sweep_raw")
 EXPLAIN_OUTPUTS = ("gap_plot", "filter_plot", "filter_gallery", "status", "explain_raw")
 
@@ -286,10 +285,15 @@ class FlexiDiTApp:
         session = request.session_hash if request is not None else None
         if session:
             self.stops.press(session)
-        with self._running_lock:
-            running = bool(session and self._running.get(session))
+        running = bool(session and self.running(session))
         # a running job writes its own "Stopped …" line (this answer could arrive after it and must not cover it)
         return gr.skip() if running else "**Stopped.** Nothing of this page was running."
+
+    def running(self, session: str | None = None) -> int:
+        """How many heavy jobs are inside their handler now: of one browser session (its `session_hash`), or of all
+        sessions; a job counts until its handler has returned, so 0 means its work has really ended."""
+        with self._running_lock:
+            return self._running.get(session, 0) if session else sum(self._running.values())
 
     def _progress(self, progress):
         """flexi_core's progress(fraction, text), forwarded to Gradio; it checks the job first (Stop, client gone,
@@ -465,13 +469,14 @@ class FlexiDiTApp:
         run = run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode)
         fraction = _budget(budget)
         spec, steps, seed, guidance, mode = run.spec, run.steps, run.seed, run.guidance, run.weak_mode
-        check_work(steps, 2, "static + flexible", self.max_work_steps)
+        check_work(steps, 3, "static + flexible + fewer steps", self.max_work_steps)
         progress(0, desc=f"loading {spec.name}")
         model = self.models.get(spec.name, run.variant)
         result = generate(model, **run.condition, budget=fraction, steps=steps, seed=seed, guidance=guidance,
-                          weak_mode=mode, compare=True, progress=self._progress(progress))
-        static, flexible = result.static, result.flexible
+                          weak_mode=mode, compare=True, fewer_steps=True, progress=self._progress(progress))
+        static, flexible, fewer = result.static, result.flexible, result.fewer
         agreement = result.agreement
+        judged = _judge_lines(model, result, self.models.assets)
         flops_saving = 100 - _pct(flexible.flops, static.flops)
         time_saving = 100 - _pct(flexible.seconds, static.seconds)
         verdict, time_note = _time_notes(static.seconds, flexible.seconds, flops_saving)
@@ -482,18 +487,21 @@ class FlexiDiTApp:
                "time_saving_percent": _finite(time_saving), "time_verdict": verdict,
                "agreement": {"psnr": _finite(agreement["psnr"]), "ssim": agreement["ssim"],
                              "identical": math.isinf(agreement["psnr"])},
-               "static": _run_json(static), "flexible": _run_json(flexible)}
+               "static": _run_json(static), "flexible": _run_json(flexible),
+               "fewer_steps": {"steps": fewer.schedule.steps, **_run_json(fewer)} if fewer else None,
+               "judge": judged}
 
         # files first, each read back: a full disk ends here with a message, never as a "successful" empty result
         progress(0.99, desc="saving the results")
         stem = f"{spec.name}-seed{seed}-{budget:g}pct"
         pictures = [self.outputs.save(display_image(s.pixels), f"{stem}-{name}")
                     for name, s in (("static", static), ("flexible", flexible))]
+        fewer_picture = self.outputs.save(display_image(fewer.pixels), f"{stem}-fewer-steps") if fewer else None
         videos = [None, None]
         if spec.modality == "video":
             videos = [self.outputs.save(display_video(s.pixels), f"{stem}-{name}")
                       for name, s in (("static", static), ("flexible", flexible))]
-        downloads = [*pictures, *(v for v in videos if v), self.outputs.save_json(raw, stem)]
+        downloads = [*pictures, *(f for f in [fewer_picture, *videos] if f), self.outputs.save_json(raw, stem)]
 
         patches = model.flexible.patches
         static_md = (f"### Static\n**{si(static.flops)}** · **{static.seconds:.2f} s** denoising\n\n"
@@ -506,6 +514,16 @@ class FlexiDiTApp:
                           f"{weak} of {steps} steps weak: {_steps_text(flexible.schedule, patches)}"))
         if time_note:
             flexible_md += "\n\n" + time_note
+        fewer_md = ("### Static, fewer steps\nthe obvious alternative to a budget, the static model with the most "
+                    "steps that fit in the flexible run's FLOPs: " + (
+                        f"**{fewer.schedule.steps} of {steps} steps**, **{si(fewer.flops)}** (the flexible run: "
+                        f"{si(flexible.flops)}) · **{fewer.seconds:.2f} s**. FlexiDiT pays where it draws what was "
+                        "asked more often than this" if fewer else "not even one static step fits"))
+        if judged:
+            static_md, flexible_md, fewer_md = (md + (f"\n\n**judge:** {as_markdown_text(judged[name])}"
+                                                      if name in judged else "")
+                                                for md, name in ((static_md, "static"), (flexible_md, "flexible"),
+                                                                 (fewer_md, "fewer_steps")))
         agreement_md = (f"**Agreement** of flexible with static (same seed): PSNR **{_db(agreement['psnr'])}**, "
                         f"SSIM **{agreement['ssim']:.3f}** (1 = identical) · condition: "
                         f"*{as_markdown_text(result.condition_text)}* · ran on **{model.device_name}** · "
@@ -519,8 +537,10 @@ class FlexiDiTApp:
         progress(1, desc="done")
         video = spec.modality == "video"
         return (None if video else tuple(pictures), *videos, *(pictures if video else (None, None)),
-                static_md, flexible_md, agreement_md, figure, downloads,
-                f"✓ Done: static and flexible in {static.seconds + flexible.seconds:.2f} s of denoising.", raw)
+                static_md, flexible_md, agreement_md, figure, downloads, fewer_picture, fewer_md,
+                f"✓ Done: {' + '.join(n.replace('_', ' ') for n in result.runs)} in "
+                f"{sum(s.seconds for s in result.runs.values()):.2f} s of "
+                "denoising.", raw)
 
     def sweep(self, model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode, budgets,
               progress=gr.Progress(), request: gr.Request = None):
@@ -708,6 +728,12 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                                                     elem_id="static-stats", latex_delimiters=NO_LATEX)
                             flexible_md = gr.Markdown("### Flexible\n ", elem_classes="stats",
                                                       elem_id="flexible-stats", latex_delimiters=NO_LATEX)
+                        with gr.Row():
+                            fewer_image = gr.Image(label="Static with fewer steps, at no more than the flexible "
+                                                   "run's FLOPs", type="filepath", format="png", interactive=False,
+                                                   elem_id="fewer-steps", height=200)
+                            fewer_md = gr.Markdown("### Static, fewer steps\n ", elem_classes="stats",
+                                                   elem_id="fewer-stats", latex_delimiters=NO_LATEX)
                         agreement_md = gr.Markdown(elem_classes="stats", elem_id="agreement",
                                                    latex_delimiters=NO_LATEX)
                         gr.Markdown("#### Every denoising step: patch size (colour) and FLOPs (height)")
@@ -785,7 +811,8 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                 (explain_btn, app.explain, common, EXPLAIN_OUTPUTS, "explain", 300))):
             # while a job of this page runs, its buttons are disabled (a second click cannot queue a second job)
             job = button.click(functools.partial(_buttons, True, k), None, buttons, **ui_only) \
-                .then(app.heavy(fn, names, gpu_s), inputs, outputs_of(names), api_name=api_name, **heavy)
+                .then(app.heavy(fn, names, gpu_s), inputs, outputs_of(names), api_name=api_name,
+                      scroll_to_output=True, **heavy)  # a phone shows the results below the controls
             # Gradio's page runs .then() after a success only, .failure() after an error (a refused queue included)
             for after in (job.then, job.failure):
                 after(functools.partial(_buttons, False, k), None, buttons, **ui_only)

@@ -130,6 +130,7 @@ class FlexibleTransformer(nn.Module):
         self._merged: dict[str, Family] = {}
         self._pos_cache: dict = {}
         self._lock = threading.RLock()
+        self._forwards = 0  # forwards running now, inside the lock
 
     @property
     def weak_modes(self) -> dict[str, Patch]:
@@ -168,6 +169,12 @@ class FlexibleTransformer(nn.Module):
     def merged(self) -> bool:
         return bool(self._merged)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a forward is running now, holding the model's lock: what a server (and its tests) can watch to
+        see that a stopped or failed request left the model free."""
+        return self._forwards > 0
+
     # forward -----------------------------------------------------------------------------------------------------
     def positional_embedding(self, grid: Patch, patch: Patch) -> torch.Tensor:
         key = (grid, patch)
@@ -179,12 +186,16 @@ class FlexibleTransformer(nn.Module):
         if mode not in self.patches:
             raise ValueError(f"unknown patch mode {mode!r}; this model has {list(self.patches)}")
         with self._lock:
-            if mode in self._merged:
-                return self._weak_forward(self._merged[mode], x, timestep, cond, mode)
-            self._use_adapter(mode)
-            if mode == NATIVE:
-                return self.family.native_forward(x, timestep, cond)
-            return self._weak_forward(self.family, x, timestep, cond, mode)
+            self._forwards += 1
+            try:
+                if mode in self._merged:
+                    return self._weak_forward(self._merged[mode], x, timestep, cond, mode)
+                self._use_adapter(mode)
+                if mode == NATIVE:
+                    return self.family.native_forward(x, timestep, cond)
+                return self._weak_forward(self.family, x, timestep, cond, mode)
+            finally:
+                self._forwards -= 1
 
     def _weak_forward(self, family: Family, x, timestep, cond, mode):
         patch = self.patches[mode]

@@ -40,7 +40,8 @@ class Comparison:
     flexible: Sample
     static: Sample | None
     condition_text: str
-    fewer: Sample | None = None  # the static model with the most steps whose FLOPs stay within the flexible run's
+    # the static model with the most steps whose FLOPs stay within the flexible run's; None when not even one fits
+    fewer: Sample | None = None
     guidance: float | None = None
 
     @property
@@ -131,9 +132,8 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     if fewer_steps:
         flops_of = model.flops_of()
         steps_fewer = fewer_steps_for(total_flops(schedule, flops_of, run.guided), flops_of, run.guided, run.steps)
-        if steps_fewer == 0:
-            raise FlexiDiTError("not even one static step fits in the flexible run's FLOPs")
-        schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
+        if steps_fewer:  # none when not even one static step fits in the flexible run's FLOPs
+            schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
     samples = interleaved(model, condition, schedules, run, progress)
     return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"),
                       run.guidance)

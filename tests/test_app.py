@@ -9,25 +9,15 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import (GENERATE_STATUS, STEPS, downscale, error_of, generate_args, image_of, launch, start_long_job,
+                      wait_for)
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATE_STATUS = -2  # /generate's status line: the output before the raw numbers
-STEPS = 6  # small: the numbers are checked exactly, the pictures only for size and consistency
-
-
-def launch(assets, **kwargs):
-    """The app in this process (so flexi_core's results can be computed next to it), on a free local port."""
-    torch.set_num_threads(1)
-    import app
-    demo = app.build_demo(assets=assets, **kwargs)
-    _, url, _ = app.launch(demo, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
-    return demo, url
 
 
 @pytest.fixture(scope="module")
@@ -36,74 +26,9 @@ def assets(tiny_assets):
     return Path(os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets)
 
 
-def serving(assets):
-    """(demo, gradio_client) of the app on `assets`, for a fixture to `yield from`; closed afterwards."""
-    from gradio_client import Client
-    demo, url = launch(assets)
-    try:
-        yield demo, Client(url, verbose=False)
-    finally:
-        demo.close()
-
-
-def reference_models(assets):
-    """get(name, variant) -> flexi_core's own model, loaded apart from the app's cache as the app documents it
-    loads them (adapters of embedded models merged)."""
-    from flexi_core.loading import load_model
-    from flexi_core.registry import get_spec
-    cache = {}
-
-    def get(name, variant="lora"):
-        if (name, variant) not in cache:
-            cache[name, variant] = load_model(name, variant, assets=assets, merged=get_spec(name).embedded)
-        return cache[name, variant]
-    return get
-
-
-@pytest.fixture(scope="module")
-def served(assets):
-    yield from serving(assets)
-
-
-@pytest.fixture(scope="module")
-def reference(assets):
-    return reference_models(assets)
-
-
-def image_of(path) -> np.ndarray:
-    from PIL import Image
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def downscale(shown: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """The app shows an image upscaled by nearest neighbour, a video as a sheet of upscaled frames, 4 a row."""
-    if pixels.ndim == 3:
-        factor = shown.shape[0] // pixels.shape[0]
-        assert shown.shape == (pixels.shape[0] * factor, pixels.shape[1] * factor, 3)
-        return shown[::factor, ::factor]
-    frames, h, w, _ = pixels.shape
-    columns = min(4, frames)
-    rows = -(-frames // columns)
-    factor = shown.shape[0] // (rows * h)
-    assert shown.shape == (rows * h * factor, columns * w * factor, 3)
-    small = shown[::factor, ::factor]
-    return np.stack([small[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w]
-                     for i in range(frames)])
-
-
-def error_of(call) -> str:
-    with pytest.raises(Exception) as info:
-        call()
-    return str(info.value)
-
-
-def generate_args(model="shapes", class_label="red circle", prompt="", seed=3, steps=STEPS, guidance=4.0,
-                  variant="lora", weak_mode="temporal", budget=55):
-    return [model, class_label, prompt, seed, steps, guidance, variant, weak_mode, budget]
-
-
 # --- the command line ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_help_lists_the_flags():
     r = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -199,10 +124,23 @@ def test_generate_matches_flexi_core(served, reference, name, condition, weak_mo
     args = generate_args(name, condition.get("class_label", "red circle"), condition.get("prompt", ""), seed,
                          STEPS, 4.0, "lora", weak_mode, budget)
     (slider, video_static, video_flexible, sheet_static, sheet_flexible, static_md, flexible_md, agreement_md, plot,
-     downloads, status, raw) = client.predict(*args, api_name="/generate")
+     downloads, fewer_image, fewer_md, status, raw) = client.predict(*args, api_name="/generate")
     model = reference(name)
     mode = weak_mode if weak_mode in model.flexible.weak_modes else None
-    ref = generate(model, **condition, budget=budget / 100, steps=STEPS, seed=seed, guidance=4.0, weak_mode=mode)
+    ref = generate(model, **condition, budget=budget / 100, steps=STEPS, seed=seed, guidance=4.0, weak_mode=mode,
+                   fewer_steps=True)
+
+    # the third result: the static model with fewer steps, never more FLOPs than the flexible run, and what the judge
+    # reads in each of the three (the embedded models' judge; a random one in these tiny assets)
+    assert raw["fewer_steps"]["steps"] == ref.fewer.schedule.steps < STEPS
+    assert raw["fewer_steps"]["flops"] == ref.fewer.flops <= raw["flexible"]["flops"]
+    assert f"**{ref.fewer.schedule.steps} of {STEPS} steps**" in fewer_md
+    assert f"{raw['fewer_steps']['seconds']:.2f} s" in fewer_md
+    for md, run in ((static_md, "static"), (flexible_md, "flexible"), (fewer_md, "fewer_steps")):
+        assert raw["judge"][run] and "**judge:**" in md and " on " in raw["judge"][run]
+    fewer_shown = image_of(fewer_image)
+    if model.spec.modality != "video":
+        assert np.abs(downscale(fewer_shown, ref.fewer.pixels).astype(int) - ref.fewer.pixels).max() <= 2
 
     # FLOPs are deterministic: exactly flexi_core's, per run and per step
     for run, sample in (("static", ref.static), ("flexible", ref.flexible)):
@@ -248,7 +186,7 @@ def test_generate_matches_flexi_core(served, reference, name, condition, weak_mo
         assert video_static is None and video_flexible is None
     # downloadable: both pictures (and both videos), and the numbers as JSON equal to the raw output
     names = [Path(d if isinstance(d, str) else d["path"]).name for d in downloads]
-    assert sum(n.endswith(".png") for n in names) == 2 and len([n for n in names if n.endswith(".json")]) == 1
+    assert sum(n.endswith(".png") for n in names) == 3 and len([n for n in names if n.endswith(".json")]) == 1
     assert sum(n.endswith(".mp4") for n in names) == (2 if model.spec.modality == "video" else 0)
     numbers = next(d if isinstance(d, str) else d["path"] for d in downloads if str(d).endswith(".json")
                    or (isinstance(d, dict) and d["path"].endswith(".json")))
@@ -347,40 +285,11 @@ def test_full_queue_says_busy_and_the_jobs_it_took_finish(assets):
         demo.close()
 
 
-def _sampling_threads() -> int:
-    """Threads that are inside flexi_core's sampling loop right now."""
-    count = 0
-    for frame in sys._current_frames().values():
-        while frame is not None:
-            code = frame.f_code
-            if (code.co_name in ("sample", "denoise") and code.co_filename.endswith("sampling.py")) or \
-                    (code.co_name == "interleaved" and code.co_filename.endswith("generate.py")):
-                count += 1
-                break
-            frame = frame.f_back
-    return count
-
-
-def start_long_job(demo):
-    """A 1000-step /generate job from a new client, once its sampling has started: (client, job)."""
-    from gradio_client import Client
-    client = Client(demo.local_url, verbose=False)
-    job = client.submit(*generate_args(steps=1000), api_name="/generate")
-    deadline = time.monotonic() + 120
-    while _sampling_threads() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _sampling_threads() == 1, "the job never started"
-    return client, job
-
-
 def test_stop_ends_the_running_job(served):
     demo, _ = served
     client, job = start_long_job(demo)
     client.predict(api_name="/stop")
-    deadline = time.monotonic() + 30
-    while _sampling_threads() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _sampling_threads() == 0, "sampling went on after Stop"
+    wait_for(lambda: demo.flexidit.running() == 0, 30, what="the job's end after Stop")  # its handler returned
     # the job ended through the Stop check, not by running to its end: calmly, keeping what was shown (every output
     # skipped) and saying so in the status line (issue 17: no error for a Stop)
     outputs = job.result(timeout=60)

@@ -8,12 +8,14 @@ an assets folder: with the trained assets/ it writes the README's docs/screensho
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -27,56 +29,67 @@ except ImportError:
     sync_playwright = None
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install playwright)"),
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
                        reason=f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"),
 ]
 
 
-def test_budget_generate_and_screenshot(tiny_assets, tmp_path):
-    from test_app import launch
-
-    from flexi_core.loading import load_model
-    from flexi_core.registry import get_spec
-    from flexi_core.sampling import budget_schedule
-    assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
-    screenshot = README_SCREENSHOT if os.environ.get("FLEXIDIT_TEST_ASSETS") else tmp_path / "screenshot-app.png"
+@contextlib.contextmanager
+def app_page(assets):
+    """The app served on `assets` and its page opened in headless Chromium; both closed afterwards."""
     demo, url = launch(assets)
-    spec = get_spec("shapes")  # the page's default model
-    budget = 40
-    expected = budget_schedule(load_model(spec.name, assets=Path(assets), merged=spec.embedded), budget / 100,
-                               spec.steps, spec.guidance)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(url)
-                preview = page.locator("#preview")
-                expect(preview).to_contain_text("of static FLOPs", timeout=60_000)
-
-                box = page.locator("#budget input[type=number]")
-                box.fill(str(budget))
-                box.press("Enter")
-                # the schedule the budget implies is shown before anything runs
-                expect(preview).to_contain_text(f"{expected.weak_steps} of {spec.steps} steps weak",
-                                                timeout=30_000)
-
-                page.locator("#generate").click()
-                images = page.locator("#comparison img")
-                expect(images).to_have_count(2, timeout=120_000)
-                for i in range(2):
-                    expect(images.nth(i)).to_have_attribute("src", re.compile(r"\.png"), timeout=30_000)
-                    page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                                           arg=images.nth(i).element_handle(), timeout=30_000)
-                expect(page.locator("#flexible-stats")).to_contain_text(f"Flexible ({budget}% budget)")
-                expect(page.locator("#static-stats")).to_contain_text("FLOPs")
-                screenshot.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
+                yield page
             finally:
                 browser.close()
     finally:
         demo.close()
+
+
+def test_budget_generate_and_screenshot(tiny_assets, tmp_path):
+    from flexi_core.loading import load_model
+    from flexi_core.registry import get_spec
+    from flexi_core.sampling import budget_schedule
+    assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
+    screenshot = README_SCREENSHOT if os.environ.get("FLEXIDIT_TEST_ASSETS") else tmp_path / "screenshot-app.png"
+    spec = get_spec("shapes")  # the page's default model
+    budget = 40
+    expected = budget_schedule(load_model(spec.name, assets=Path(assets), merged=spec.embedded), budget / 100,
+                               spec.steps, spec.guidance)
+    with app_page(assets) as page:
+        preview = page.locator("#preview")
+        expect(preview).to_contain_text("of static FLOPs", timeout=60_000)
+
+        box = page.locator("#budget input[type=number]")
+        box.fill(str(budget))
+        box.press("Enter")
+        # the schedule the budget implies is shown before anything runs
+        expect(preview).to_contain_text(f"{expected.weak_steps} of {spec.steps} steps weak",
+                                        timeout=30_000)
+
+        page.locator("#generate").click()
+        images = page.locator("#comparison img")
+        expect(images).to_have_count(2, timeout=120_000)
+        for i in range(2):
+            expect(images.nth(i)).to_have_attribute("src", re.compile(r"\.png"), timeout=30_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                   arg=images.nth(i).element_handle(), timeout=30_000)
+        expect(page.locator("#flexible-stats")).to_contain_text(f"Flexible ({budget}% budget)")
+        expect(page.locator("#static-stats")).to_contain_text("FLOPs")
+        # the obvious alternative beside them, and what the judge reads in all three
+        expect(page.locator("#fewer-stats")).to_contain_text("Static, fewer steps")
+        expect(page.locator("#fewer-steps img")).to_have_count(1, timeout=30_000)
+        for pane in ("#static-stats", "#flexible-stats", "#fewer-stats"):
+            expect(page.locator(pane)).to_contain_text("judge:")
+        screenshot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
 
 
@@ -103,68 +116,57 @@ def test_html_prompt_is_text_and_stop_is_calm(tiny_assets, tmp_path):
     badge, keeps the last result and gives Generate back; after a public model's error the button comes back too,
     and switching back to an embedded model clears the error badges. FLEXIDIT_TEST_ASSETS (the trained assets/)
     writes docs/screenshot-html-prompt.png and docs/screenshot-stop.png."""
-    from test_app import launch
     assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
     docs = bool(os.environ.get("FLEXIDIT_TEST_ASSETS"))
     shots = (HTML_SCREENSHOT, STOP_SCREENSHOT) if docs else (tmp_path / "html.png", tmp_path / "stop.png")
-    demo, url = launch(assets)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(url)
-                expect(page.locator("#preview")).to_contain_text("of static FLOPs", timeout=60_000)
-                _choose_model(page, "shapes-text")
-                prompt = page.locator("#prompt textarea")
-                expect(prompt).to_be_visible(timeout=30_000)
-                prompt.fill(HTML_PROMPT)
-                page.locator("#generate").click()
-                agreement = page.locator("#agreement")
-                expect(agreement).to_contain_text("condition:", timeout=120_000)
-                expect(agreement).to_contain_text(HTML_PROMPT)  # the characters as typed
-                assert agreement.locator("img").count() == 0 and agreement.locator("a").count() == 0
-                assert "bold" not in agreement.locator("strong").all_inner_texts()
-                images = page.locator("#comparison img")
-                expect(images).to_have_count(2, timeout=30_000)
-                first = images.nth(0).get_attribute("src")
-                expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
-                page.screenshot(path=str(shots[0]), full_page=True)
+    with app_page(assets) as page:
+        expect(page.locator("#preview")).to_contain_text("of static FLOPs", timeout=60_000)
+        _choose_model(page, "shapes-text")
+        prompt = page.locator("#prompt textarea")
+        expect(prompt).to_be_visible(timeout=30_000)
+        prompt.fill(HTML_PROMPT)
+        page.locator("#generate").click()
+        agreement = page.locator("#agreement")
+        expect(agreement).to_contain_text("condition:", timeout=120_000)
+        expect(agreement).to_contain_text(HTML_PROMPT)  # the characters as typed
+        assert agreement.locator("img").count() == 0 and agreement.locator("a").count() == 0
+        assert "bold" not in agreement.locator("strong").all_inner_texts()
+        images = page.locator("#comparison img")
+        expect(images).to_have_count(2, timeout=30_000)
+        first = images.nth(0).get_attribute("src")
+        expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
+        page.screenshot(path=str(shots[0]), full_page=True)
 
-                steps = page.get_by_label("Denoising steps")
-                steps.fill("1000")
-                steps.press("Enter")
-                page.locator("#generate").click()
-                expect(page.locator("#generate")).to_be_disabled(timeout=10_000)  # no second job from this page
-                expect(page.locator("#generate")).to_contain_text("Running")
-                page.wait_for_timeout(2500)
-                page.locator("#stop").click()
-                status = page.locator("#status")
-                expect(status).to_contain_text("Stopped at ", timeout=30_000)
-                expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
-                page.wait_for_timeout(1000)
-                assert _error_badges(page) == 0, "Stop showed an error"
-                expect(images).to_have_count(2)
-                assert images.nth(0).get_attribute("src") == first  # the last result is kept
-                expect(agreement).to_contain_text(HTML_PROMPT)
-                page.screenshot(path=str(shots[1]), full_page=True)
+        steps = page.get_by_label("Denoising steps")
+        steps.fill("1000")
+        steps.press("Enter")
+        page.locator("#generate").click()
+        expect(page.locator("#generate")).to_be_disabled(timeout=10_000)  # no second job from this page
+        expect(page.locator("#generate")).to_contain_text("Running")
+        page.wait_for_timeout(2500)
+        page.locator("#stop").click()
+        status = page.locator("#status")
+        expect(status).to_contain_text("Stopped at ", timeout=30_000)
+        expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
+        page.wait_for_timeout(1000)
+        assert _error_badges(page) == 0, "Stop showed an error"
+        expect(images).to_have_count(2)
+        assert images.nth(0).get_attribute("src") == first  # the last result is kept
+        expect(agreement).to_contain_text(HTML_PROMPT)
+        page.screenshot(path=str(shots[1]), full_page=True)
 
-                # a public model without weights: an error, then the button is back; switching away clears the badge
-                _choose_model(page, "dit-xl-2-256")
-                expect(page.locator("#preview")).to_contain_text("steps weak", timeout=30_000)
-                steps.fill("10")
-                steps.press("Enter")
-                page.locator("#generate").click()
-                expect(page.locator("[data-testid='toast-body'].error")).to_contain_text("not available offline",
-                                                                                        timeout=30_000)
-                expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
-                assert _error_badges(page) > 0  # (what the count sees)
-                page.locator("[data-testid='toast-close']").first.click()
-                _choose_model(page, "shapes")
-                page.wait_for_timeout(2000)
-                assert _error_badges(page) == 0, "the error badges stayed after switching back"
-            finally:
-                browser.close()
-    finally:
-        demo.close()
+        # a public model without weights: an error, then the button is back; switching away clears the badge
+        _choose_model(page, "dit-xl-2-256")
+        expect(page.locator("#preview")).to_contain_text("steps weak", timeout=30_000)
+        steps.fill("10")
+        steps.press("Enter")
+        page.locator("#generate").click()
+        expect(page.locator("[data-testid='toast-body'].error")).to_contain_text("not available offline",
+                                                                                timeout=30_000)
+        expect(page.locator("#generate")).to_be_enabled(timeout=30_000)
+        assert _error_badges(page) > 0  # (what the count sees)
+        page.locator("[data-testid='toast-close']").first.click()
+        _choose_model(page, "shapes")
+        page.wait_for_timeout(2000)
+        assert _error_badges(page) == 0, "the error badges stayed after switching back"
     assert all(shot.stat().st_size > 10_000 for shot in shots)

@@ -2,23 +2,13 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = {"model", "modality", "steps", "budget", "schedule", "flops_static", "flops_flexible", "flops_ratio",
           "seconds_static", "seconds_flexible", "files", "device", "agreement"}
-
-
-def run(args, assets=None, timeout=300):
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    if assets is not None:
-        env["FLEXIDIT_ASSETS"] = str(assets)
-    return subprocess.run([sys.executable, "-m", "flexi_core", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
 
 
 @pytest.mark.parametrize("name,cond", [("shapes", ["--class-label", "red circle"]),
@@ -26,7 +16,7 @@ def run(args, assets=None, timeout=300):
 def test_generate_compare_json(tmp_path, tiny_assets, name, cond):
     report = tmp_path / "r.json"
     budget = "0.5" if name == "shapes" else "0.8"
-    r = run(["generate", "--model", name, *cond, "--budget", budget, "--steps", "6", "--seed", "3", "--compare",
+    r = run_cli(["generate", "--model", name, *cond, "--budget", budget, "--steps", "6", "--seed", "3", "--compare",
              "--out-dir", str(tmp_path), "--json", str(report)], tiny_assets)
     assert r.returncode == 0, r.stderr
     data = json.loads(report.read_text())
@@ -57,7 +47,7 @@ def test_generate_leads_with_native_steps(tmp_path, tiny_assets):
     """--lead N puts N native steps before the weak ones (both passes); shapes-video's spatial mode has a default."""
     def schedule(*extra):
         report = tmp_path / "r.json"
-        r = run(["generate", "--model", "shapes-video", "--prompt", "a red circle moving left", "--weak-mode",
+        r = run_cli(["generate", "--model", "shapes-video", "--prompt", "a red circle moving left", "--weak-mode",
                  "spatial", "--budget", "0.7", "--steps", "8", "--out-dir", str(tmp_path), "--json", str(report),
                  *extra], tiny_assets)
         assert r.returncode == 0, r.stderr
@@ -68,13 +58,13 @@ def test_generate_leads_with_native_steps(tmp_path, tiny_assets):
     assert led["schedule_uncond"][:3] == [native, native, weak] and led["schedule"][-2:] == [native, native]
     assert schedule("--lead", "0")["schedule"][0] == weak
     assert schedule()["lead_steps"] == 1  # the model's share, 3 of 25 steps, rounded for 8
-    r = run(["generate", "--model", "shapes-video", "--prompt", "a red circle", "--lead", "-1",
+    r = run_cli(["generate", "--model", "shapes-video", "--prompt", "a red circle", "--lead", "-1",
              "--out-dir", str(tmp_path)], tiny_assets)
     assert r.returncode == 2 and "lead must be" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_flops_command_needs_no_weights(tmp_path):
-    r = run(["flops", "--model", "dit-xl-2-256", "--patch-size", "4"], assets=tmp_path / "nothing")
+    r = run_cli(["flops", "--model", "dit-xl-2-256", "--patch-size", "4"], assets=tmp_path / "nothing")
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.strip().splitlines()[-1]) == pytest.approx(58.2, rel=0.01)
 
@@ -93,13 +83,13 @@ def test_flops_command_needs_no_weights(tmp_path):
     (["train", "--model", "shapes-text", "--paraphrase", "1.5"], "in [0, 1]"),
 ])
 def test_errors_are_one_line(tiny_assets, args, message):
-    r = run([*args, *(["--out-dir", "/tmp/flexi-cli-errors"] if args[0] == "generate" else [])], tiny_assets)
+    r = run_cli([*args, *(["--out-dir", "/tmp/flexi-cli-errors"] if args[0] == "generate" else [])], tiny_assets)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
 def test_missing_assets_say_how_to_get_them(tmp_path):
-    r = run(["generate", "--model", "shapes", "--class-label", "red circle"], assets=tmp_path / "missing")
+    r = run_cli(["generate", "--model", "shapes", "--class-label", "red circle"], assets=tmp_path / "missing")
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -4,30 +4,12 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_transformer
+from conftest import OVERRIDES, WEAK, inputs, tiny_transformer
 from flexi_core.families import family_of
 from flexi_core.flexible import (FlexibleTransformer, patchify, pi_resize_embedding, resize_matrix,
                                  resize_output_projection, unpatchify)
 
 FAMILIES = ["shapes", "shapes-text", "shapes-video"]
-WEAK = {"shapes": {"weak": (1, 4, 4)}, "shapes-text": {"weak": (1, 4, 4)},
-        "shapes-video": {"temporal": (2, 2, 2), "spatial": (1, 4, 4)}}
-# the tiny image models use native patch 2 on an 8x8 latent, like DiT-XL/2's 2 -> 4
-OVERRIDES = {"shapes": dict(patch_size=2), "shapes-text": dict(patch_size=2), "shapes-video": {}}
-
-
-def inputs(name, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.tensor([10, 700][:batch])
-    if name == "shapes":
-        return torch.randn(batch, 4, 8, 8, generator=g), t, {"class_labels": torch.tensor([1, 16][:batch])}
-    if name == "shapes-text":
-        mask = torch.ones(batch, 24)
-        mask[:, 20:] = 0
-        return torch.randn(batch, 4, 8, 8, generator=g), t, {
-            "encoder_hidden_states": torch.randn(batch, 24, 384, generator=g), "encoder_attention_mask": mask}
-    return torch.randn(batch, 8, 4, 8, 8, generator=g), t, {
-        "encoder_hidden_states": torch.randn(batch, 24, 384, generator=g)}
 
 
 def make(name, variant, rank=4):

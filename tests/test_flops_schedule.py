@@ -2,11 +2,10 @@
 import pytest
 import torch
 
-from conftest import tiny_transformer
+from conftest import OVERRIDES, WEAK, inputs, tiny_transformer
 from flexi_core import flops, registry
 from flexi_core.flexible import FlexibleTransformer
 from flexi_core.schedule import LEAD_END_FACTOR, UNCOND_WEAK_FACTOR, Schedule, schedule_for_budget, total_flops
-from test_flexible import OVERRIDES, WEAK, inputs
 
 
 def test_dit_xl2_anchors():

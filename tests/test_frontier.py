@@ -6,14 +6,13 @@ from collections import Counter
 import pytest
 from safetensors.torch import save_file
 
+from conftest import run_cli
 from flexi_core import bench, sampling
 from flexi_core.shapes import frontier
 from flexi_core.errors import FlexiDiTError
 from flexi_core.shapes.judge import Judge
 from flexi_core.loading import load_model
 from flexi_core.schedule import fewer_steps_for
-
-from test_cli import run
 
 STATIC_FIELDS = {"variant", "method", "steps", "budget", "schedule", "flops", "flops_ratio", "flops_vs_static",
                  "seconds", "accuracy", "attributes", "fd", "psnr", "ssim", "same_reading"}
@@ -113,7 +112,7 @@ def test_frontier_sweep_in_process(frontier_assets, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_frontier_cli_quick(frontier_assets, tmp_path):
     report, png = tmp_path / "f.json", tmp_path / "f.png"
-    r = run(["evaluate", "--model", "shapes", "--frontier", "--quick", "--samples", "4", "--variants", "lora",
+    r = run_cli(["evaluate", "--model", "shapes", "--frontier", "--quick", "--samples", "4", "--variants", "lora",
              "--sampler", "ddpm", "--threads", "1", "--json", str(report), "--plot", str(png)], frontier_assets)
     assert r.returncode == 0, r.stderr
     data = json.loads(report.read_text())

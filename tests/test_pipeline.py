@@ -45,7 +45,8 @@ def test_readme_example_runs_on_a_saved_checkpoint(tiny_dit_checkpoint, tmp_path
     code = readme_example()
     assert len(code.strip().splitlines()) <= 10
     monkeypatch.chdir(tmp_path)
-    small = {'"facebook/DiT-XL-2-256"': repr(str(tiny_dit_checkpoint)), "steps=300, batch_size=32": "steps=2, batch_size=2"}
+    small = {'"facebook/DiT-XL-2-256"': repr(str(tiny_dit_checkpoint)),
+             "steps=300, batch_size=32": "steps=2, batch_size=2"}
     source = code
     for real, tiny in small.items():  # the same code on a tiny checkpoint, distilled for two steps
         assert real in source, f"the README example should contain {real}"

@@ -13,7 +13,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,69 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from test_app import downscale, error_of, generate_args, image_of, launch, reference_models, serving
+from conftest import (assert_same_result, error_of, expected, generate_args, launch, rss_mib, start_app,
+                      start_long_job, stop_app)
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
 SECRET = "hf_reliabilityTestSecretToken0123456789"
-
-
-# --- shared pieces ------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def reference(tiny_assets):
-    return reference_models(tiny_assets)
-
-
-@pytest.fixture(scope="module")
-def served(tiny_assets):
-    yield from serving(tiny_assets)
-
-
-def expected(reference, args):
-    """flexi_core run directly with the inputs of one /generate call."""
-    from flexi_core.generate import generate
-    from flexi_core.registry import get_spec
-    name, class_label, prompt, seed, steps, guidance, _, weak_mode, budget = args
-    model = reference(name)
-    condition = {"class_label": class_label} if get_spec(name).conditioning == "class" else {"prompt": prompt}
-    mode = weak_mode if weak_mode in model.flexible.weak_modes else None
-    return generate(model, **condition, budget=budget / 100, steps=steps, seed=seed, guidance=guidance,
-                    weak_mode=mode)
-
-
-def assert_same_result(outputs, ref):
-    """FLOPs exactly (per run and per step), and the shown pixels equal to flexi_core's (PNG is lossless): in the
-    image slider, or for a video in the two frame sheets (outputs 3 and 4)."""
-    slider, raw = outputs[0] if outputs[0] is not None else outputs[3:5], outputs[-1]
-    for run, sample in (("static", ref.static), ("flexible", ref.flexible)):
-        assert raw[run]["flops"] == sample.flops
-        assert [s["flops"] for s in raw[run]["per_step"]] == [r.flops for r in sample.records]
-        assert [s["cond_mode"] for s in raw[run]["per_step"]] == [r.cond_mode for r in sample.records]
-    assert raw["condition"] == ref.condition_text
-    for path, sample in zip(slider, (ref.static, ref.flexible)):
-        assert np.array_equal(downscale(image_of(path), sample.pixels), sample.pixels)
-
-
-def lock_is_free(lock) -> bool:
-    """Whether another thread can take the (re-entrant) lock now."""
-    got = []
-
-    def take():
-        if lock.acquire(timeout=5):
-            got.append(True)
-            lock.release()
-    probe = threading.Thread(target=take)
-    probe.start()
-    probe.join()
-    return bool(got)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- load ---------------------------------------------------------------------------------------------------------
@@ -104,6 +46,7 @@ def load_case(i: int) -> list:
                          budget=(100, 90, 80, 70)[i % 4])
 
 
+@pytest.mark.slow
 def test_twenty_clients_at_once_each_get_their_own_result(tiny_assets, reference, monkeypatch):
     """20 clients submit at once to an app that runs 2 jobs at a time and lets 12 wait. While the first two are
     held at a gate, the rest either wait in the queue or are told the queue is full; then every job, the refused
@@ -203,8 +146,7 @@ def test_concurrent_samples_on_one_unmerged_model_do_not_mix(tiny_assets):
 def test_more_bad_inputs_give_a_message_and_the_app_keeps_serving(served, changes, message):
     _, client = served
     text = error_of(lambda: client.predict(*generate_args(**{"steps": STEPS, **changes}), api_name="/generate"))
-    print("API", changes, "->", text)  # for RELIABILITY.md
-    assert message in text and "Traceback" not in text
+    assert message in text and "Traceback" not in text, text
     assert client.predict("shapes", "lora", "temporal", 4, 4.0, 50, api_name="/schedule")  # still serving
 
 
@@ -224,7 +166,6 @@ def test_nan_and_infinity_sent_as_raw_json(served, index, literal, message):
                       headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
         text = http.get(f"/gradio_api/call/generate/{r.json()['event_id']}").text
-    print("API raw", literal, "at", index, "->", text)  # for RELIABILITY.md
     assert "event: error" in text and message in text, text
     assert client.predict("shapes", "lora", "temporal", 4, 4.0, 50, api_name="/schedule")  # still serving
 
@@ -283,7 +224,6 @@ def test_damaged_weights_and_missing_assets_through_the_app(broken_assets, tmp_p
             client = Client(url, verbose=False)
             for name, message in cases:
                 text = error_of(lambda: client.predict(*generate_args(name, steps=STEPS), api_name="/generate"))
-                print("API", assets.name, name, "->", text)  # for RELIABILITY.md
                 assert message in text and "Traceback" not in text, text
                 assert "cannot" in client.predict(name, "lora", api_name="/model_status")  # the status line says so
             assert client.predict("shapes", "lora", "temporal", 4, 4.0, 50, api_name="/schedule")
@@ -384,7 +324,6 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_assets, broken_assets, tmp_pat
                 assert got["rc"] == 0, (argv[:6], got)
                 continue
             errors = [line for line in got["stderr"].splitlines() if line.startswith("error: ")]
-            print("CLI", " ".join(a[:60] for a in argv[1:]), "->", got["rc"], errors[-1:])  # for RELIABILITY.md
             assert got["rc"] == 2 and len(errors) == 1 and message in errors[0], (argv[:6], got)
             assert "Traceback" not in got["stderr"] and got["stderr"].rstrip().endswith(errors[0])
     assert not marker.exists(), "a weights file was unpickled"
@@ -405,25 +344,24 @@ def test_a_failure_inside_generation_leaves_the_model_usable(served, reference, 
     def failing(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            assert flexible._lock._is_owned()  # raised while holding the lock
+            assert flexible.busy  # raised inside a forward, holding the model's lock
             raise error
         return original(*args, **kwargs)
     monkeypatch.setattr(flexible.family, "native_forward", failing)
     args = generate_args("shapes", steps=STEPS, budget=100)
     text = error_of(lambda: client.predict(*args, api_name="/generate"))
     assert message in text and calls["n"] == 3, text
-    assert lock_is_free(flexible._lock), "the model's lock was left held"
+    assert not flexible.busy, "the model's lock was left held"
     assert_same_result(client.predict(*args, api_name="/generate"), expected(reference, args))
 
 
 def test_stop_frees_the_model_for_the_next_job(served, reference):
     """After Stop (test_app checks that sampling ends), the model's lock is free and the next job is exact."""
-    from test_app import start_long_job
     demo, _ = served
     client, job = start_long_job(demo)
     client.predict(api_name="/stop")
     assert job.result(timeout=60)[-2].startswith("**Stopped**")  # calmly, in the status line (issue 17)
-    assert lock_is_free(demo.flexidit.models.get("shapes").flexible._lock)
+    assert not demo.flexidit.models.get("shapes").flexible.busy, "the model's lock was left held"
     args = generate_args("shapes", steps=STEPS, seed=11)
     assert_same_result(client.predict(*args, api_name="/generate"), expected(reference, args))
 
@@ -462,40 +400,13 @@ def test_weights_load_only_through_safetensors():
 @pytest.fixture(scope="module")
 def app_process(tiny_assets, tmp_path_factory):
     """`python app.py` on a free port with HF_TOKEN set, its temporary files under a folder of its own."""
-    import httpx
     tmp = tmp_path_factory.mktemp("app-process")
-    (tmp / "tmp").mkdir()
-    port = free_port()
-    env = {**os.environ, "HF_TOKEN": SECRET, "HUGGING_FACE_HUB_TOKEN": SECRET, "TMPDIR": str(tmp / "tmp"),
-           "GRADIO_TEMP_DIR": str(tmp / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    log = open(tmp / "log.txt", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--assets", str(tiny_assets), "--port", str(port),
-                             "--threads", "1", "--concurrency", "2", "--queue-size", "24"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app.py did not start: " + (tmp / "log.txt").read_text()[-2000:])
+    proc, url = start_app(tiny_assets, tmp, "--threads", "1", "--concurrency", "2", "--queue-size", "24",
+                          env={"HF_TOKEN": SECRET, "HUGGING_FACE_HUB_TOKEN": SECRET})
     try:
         yield {"proc": proc, "url": url, "tmp": tmp, "log": tmp / "log.txt"}
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        log.close()
-
-
-def rss_mib(pid: int) -> float:
-    import psutil
-    return psutil.Process(pid).memory_info().rss / 2 ** 20
+        stop_app(proc)
 
 
 MEMORY_TOLERANCE_MIB = 30.0  # see RELIABILITY.md: a leak of one job's outputs (2 images + a figure) is 0.5 MiB+
@@ -513,6 +424,7 @@ def run_jobs(clients, count: int, seed0: int = 0):
         done += len(wave)
 
 
+@pytest.mark.slow
 def test_memory_returns_to_its_level_after_100_jobs(app_process):
     """After a warm-up, the app's resident memory stays level over 100+ more jobs (RELIABILITY.md: without the
     app's malloc arena limit and trim, it grew by about 1 MiB a job).
@@ -529,8 +441,7 @@ def test_memory_returns_to_its_level_after_100_jobs(app_process):
         run_jobs(clients, 12, seed0=1000 + 12 * wave)
         levels.append(rss_mib(pid))
     before, after = max(levels[:3]), max(levels[-3:])
-    print(f"app.py RSS after each wave of 12 jobs: {[round(v, 1) for v in levels]} MiB")
-    assert after - before < MEMORY_TOLERANCE_MIB, levels
+    assert after - before < MEMORY_TOLERANCE_MIB, f"RSS after each wave of 12 jobs: {levels} MiB"
 
 
 TRAVERSALS = ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../../../etc/passwd",
@@ -542,6 +453,7 @@ TRAVERSALS = ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../../.
               "/gradio_api/file=" + str(ROOT / "app.py"), "/gradio_api/file=" + str(ROOT / "README.md")]
 
 
+@pytest.mark.slow
 def test_file_routes_serve_only_the_apps_outputs(app_process, tiny_assets):
     """Path traversal through Gradio's file routes is refused, for system files, the app's source and its model
     weights; a video the app wrote (in its own output folder) is served."""
@@ -566,6 +478,7 @@ def test_file_routes_serve_only_the_apps_outputs(app_process, tiny_assets):
     assert os.path.getsize(produced) > 0  # the client fetched the video through the same file route
 
 
+@pytest.mark.slow
 def test_no_secrets_in_the_logs_and_outputs_removed_on_exit(app_process):
     """Runs last on the app process: an error is logged (a job that fails), then SIGTERM; the log never shows the
     token and the app's output folder is gone."""

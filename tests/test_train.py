@@ -4,11 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_transformer
+from conftest import inputs, tiny_transformer
 from flexi_core import distill, registry, training
 from flexi_core.shapes import data, train
 from flexi_core.flexible import NATIVE, FlexibleTransformer
-from test_flexible import inputs
 
 
 def gap(model, reference, batches):
@@ -219,7 +218,7 @@ def test_training_curves_keep_the_shipped_figure_without_logs(tmp_path):
 
 
 def test_train_cli_uses_each_jobs_own_defaults(monkeypatch, tmp_path):
-    """`train` without --steps/--batch-size/--lr hands nothing over, so the library's defaults apply; given ones pass."""
+    """`train` without --steps/--batch-size/--lr hands nothing over (the library's defaults apply); given ones pass."""
     import inspect
 
     from flexi_core import cli

@@ -7,6 +7,7 @@ A free prompt is read word by word: the canonical words of the procedural world 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -57,9 +58,9 @@ def describe(want: dict, got: dict) -> str:
     return f"{seen}: as asked" if not wrong else f"{seen}: " + ", ".join(wrong)
 
 
-def judge_readings(model, condition: str, samples: dict) -> dict[str, str]:
-    """`describe` for each named sample of an embedded model, with the shipped judge."""
-    from .judge import load_judge
+def judge_readings(model, condition: str, samples: dict, assets: Path | None = None) -> dict[str, str]:
+    """`describe` for each named sample of an embedded model, with the judge of `assets` (default: the shipped)."""
     from ..registry import ASSETS
-    judge, want = load_judge(ASSETS / "judge.safetensors"), asked(model.spec, condition)
+    from .judge import load_judge
+    judge, want = load_judge((assets or ASSETS) / "judge.safetensors"), asked(model.spec, condition)
     return {name: describe(want, read(judge, model.spec, s.pixels)) for name, s in samples.items()}
