@@ -2,7 +2,8 @@
 request size, checked output files, and user errors turned into messages a visitor can read.
 
 No model math here: everything a result is made of comes from flexi_core; this module only loads, caches, stops,
-writes files for display and turns flexi_core's exceptions into messages.
+writes files for display and turns flexi_core's exceptions into messages. About 500 lines because each of those
+guards of a public demo (the job that stops, the body-size middleware, the checked files) is small but stated in full.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ Events (each with an api_name, so gradio_client can drive them):
   /model_status    model, variant -> what the model is and whether it is available here (loads it once)
   /schedule        the schedule a budget implies, before running
   /fit_budget      the budget slider's minimum (the model's floor), and a budget below it moved into range
-  /generate        static and flexible sample from the same seed, their FLOPs, time, agreement, step timeline
+  /generate        static and flexible sample from the same seed, and the static model with fewer steps at no more
+                   than the flexible FLOPs; their FLOPs, time, agreement, what the judge reads, step timeline
   /sweep           one seed at several budgets
   /explain         the paper's two observations on the loaded model
   /stop            stops the running (or queued) job of this browser session
@@ -13,6 +14,9 @@ Events (each with an api_name, so gradio_client can drive them):
 A public demo: every heavy event has a cap on its work (runs x steps), stops when its visitor presses Stop, when its
 client disconnects or after a time limit, reports success only once its files read back, and shows the visitor's
 text as text. The whole app refuses request bodies above a few hundred KiB (runtime.BodyLimit).
+
+One file of ~840 lines, as single-file Gradio apps are: the layout and its event wiring read best together, and
+the handlers only format what flexi_core returns.
 """
 from __future__ import annotations
 
@@ -518,7 +522,9 @@ class FlexiDiTApp:
                     "steps that fit in the flexible run's FLOPs: " + (
                         f"**{fewer.schedule.steps} of {steps} steps**, **{si(fewer.flops)}** (the flexible run: "
                         f"{si(flexible.flops)}) · **{fewer.seconds:.2f} s**. FlexiDiT pays where it draws what was "
-                        "asked more often than this" if fewer else "not even one static step fits"))
+                        "asked more often than this" if fewer else
+                        "none here: " + ("the flexible run costs as much as the static one"
+                                         if flexible.flops >= static.flops else "not even one static step fits")))
         if judged:
             static_md, flexible_md, fewer_md = (md + (f"\n\n**judge:** {as_markdown_text(judged[name])}"
                                                       if name in judged else "")

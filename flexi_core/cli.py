@@ -177,7 +177,7 @@ def cmd_flexify(args):
     import json
     import torch
     from . import distill, registry
-    from .shapes import train
+    from .shapes import data, train
     from .loading import load_model
     torch.set_num_threads(args.threads)
     _check_paraphrase(args.paraphrase, registry.get_spec(args.model))
@@ -193,7 +193,8 @@ def cmd_flexify(args):
         model.vae.to(device)  # encodes the procedural batches
     captions = train.procedural_captions(spec, args.paraphrase) if spec.embedded else None
     draw, null = distill.condition_sampler(model, args.prompts, captions)
-    batches = train.PrefetchedBatches(args.batch_size, seed_offset=60_000_000, video=spec.modality == "video",
+    batches = train.PrefetchedBatches(args.batch_size, seed_offset=data.SEEDS["distill-data"],
+                                      video=spec.modality == "video",
                                       workers=args.data_workers if args.source == "data" else 0,
                                       paraphrase=args.paraphrase)
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")

@@ -40,7 +40,8 @@ class Comparison:
     flexible: Sample
     static: Sample | None
     condition_text: str
-    # the static model with the most steps whose FLOPs stay within the flexible run's; None when not even one fits
+    # the static model with the most steps (fewer than the run's) within the flexible run's FLOPs; None when not even
+    # one step fits or the flexible run costs as much as the static one
     fewer: Sample | None = None
     guidance: float | None = None
 
@@ -132,7 +133,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     if fewer_steps:
         flops_of = model.flops_of()
         steps_fewer = fewer_steps_for(total_flops(schedule, flops_of, run.guided), flops_of, run.guided, run.steps)
-        if steps_fewer:  # none when not even one static step fits in the flexible run's FLOPs
+        if 0 < steps_fewer < run.steps:  # none when not even one step fits, or the flexible run costs all of them
             schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
     samples = interleaved(model, condition, schedules, run, progress)
     return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"),

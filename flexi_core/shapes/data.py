@@ -24,6 +24,9 @@ BACKGROUNDS = {
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 SIZES = ("small", "medium", "large")  # half-extent 5-7, 8-9, 10-12 pixels
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
+# the first seed of each stream of procedural samples, 10 million apart, so no two jobs ever draw the same scene
+SEEDS = {"vae": 10_000_000, "base": 20_000_000, "vae-scale": 30_000_000, "judge": 40_000_000,
+         "distill-captions": 50_000_000, "distill-data": 60_000_000, "evaluate": 70_000_000, "vae-decoder": 80_000_000}
 # Other words for an object's colour and shape: training may swap them into captions (`train --paraphrase P`) so that
 # a prompt in other words ("a scarlet disc") draws the same picture. Evaluation captions use them only when asked
 # (`evaluate --paraphrase trained`); HELD_OUT_SYNONYMS are never trained on and measure how far the text encoder

@@ -25,7 +25,7 @@ from ..sampling import budget_schedule, encode_condition, sample, schedule_flops
 from ..schedule import Schedule
 
 BUDGETS = (1.0, 0.75, 0.55, 0.40, 0.25)
-EVAL_SEED = 70_000_000
+EVAL_SEED = data.SEEDS["evaluate"]
 PARAPHRASES = {"trained": data.SYNONYMS, "held-out": data.HELD_OUT_SYNONYMS}
 SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm": "DPM-Solver++"}
 # what must read alike on a flexible and a static sample of the same seed for "the same picture"

@@ -71,7 +71,7 @@ def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: floa
     gen = torch.Generator().manual_seed(1)
 
     def loss_fn(step):
-        x, scenes, _ = pixel_batch(step, batch_size, seed_offset=40_000_000)
+        x, scenes, _ = pixel_batch(step, batch_size, seed_offset=data.SEEDS["judge"])
         # robustness to what generators draw: slight blur and noise on part of the batch
         blur = torch.rand(batch_size, 1, 1, 1, generator=gen) < 0.3
         x = torch.where(blur, F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), x)

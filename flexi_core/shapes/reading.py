@@ -6,6 +6,7 @@ A free prompt is read word by word: the canonical words of the procedural world 
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def describe(want: dict, got: dict) -> str:
 def judge_readings(model, condition: str, samples: dict, assets: Path | None = None) -> dict[str, str]:
     """`describe` for each named sample of an embedded model, with the judge of `assets` (default: the shipped)."""
     from ..registry import ASSETS
-    from .judge import load_judge
-    judge, want = load_judge((assets or ASSETS) / "judge.safetensors"), asked(model.spec, condition)
+    judge, want = _judge((assets or ASSETS) / "judge.safetensors"), asked(model.spec, condition)
     return {name: describe(want, read(judge, model.spec, s.pixels)) for name, s in samples.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _judge(path: Path):
+    """The judge of an assets folder, loaded once (the app reads every result with it)."""
+    from .judge import load_judge
+    return load_judge(path)

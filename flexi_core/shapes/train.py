@@ -65,7 +65,7 @@ def train_vae(run_dir: Path, steps: int = 2000, batch_size: int = 32, lr: float 
     vae = build_embedded_vae(name)
 
     def loss_fn(step):
-        x, _, _ = pixel_batch(step, batch_size, seed_offset=10_000_000)
+        x, _, _ = pixel_batch(step, batch_size, seed_offset=data.SEEDS["vae"])
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         return (rec - x).abs().mean() + (rec - x).pow(2).mean() + kl_weight * post.kl().mean()
@@ -144,7 +144,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     conditioner = Conditioner(spec, text_encoder)
     video = spec.modality == "video"
     gen = torch.Generator().manual_seed(0)
-    batches = PrefetchedBatches(batch_size, seed_offset=20_000_000, video=video, workers=data_workers,
+    batches = PrefetchedBatches(batch_size, seed_offset=data.SEEDS["base"], video=video, workers=data_workers,
                                 paraphrase=paraphrase)
 
     def loss_fn(step):
@@ -180,7 +180,7 @@ def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 800, batc
     vae.eval()  # no dropout; the loop sets train() but the autoencoder has none anyway
 
     def loss_fn(step):
-        x, _, _ = pixel_batch(step, batch_size, seed_offset=80_000_000)
+        x, _, _ = pixel_batch(step, batch_size, seed_offset=data.SEEDS["vae-decoder"])
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         rec = vae.decode(z).sample
@@ -196,7 +196,7 @@ def export_vae(run_dir: Path, out_dir: Path, num_samples: int = 512, name: str =
     """EMA weights -> assets (fp16), with the latent scaling factor that gives unit-variance latents."""
     from .vae import build_embedded_vae
     vae = load_ema(build_embedded_vae(name), run_dir).eval()
-    pixels, _, _ = pixel_batch(0, num_samples, seed_offset=30_000_000)
+    pixels, _, _ = pixel_batch(0, num_samples, seed_offset=data.SEEDS["vae-scale"])
     with torch.no_grad():
         std = vae.encode(pixels).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
@@ -234,7 +234,7 @@ def procedural_captions(spec, paraphrase: float = 0.0):
     video = spec.modality == "video"
 
     def captions(step: int, n: int) -> list[str]:
-        seeds = 50_000_000 + step * n + np.arange(n)
+        seeds = data.SEEDS["distill-captions"] + step * n + np.arange(n)
         return [data.caption(data.random_scene(np.random.default_rng(s), video=video), np.random.default_rng(s + 1),
                              video=video, paraphrase=paraphrase) for s in seeds]
 
