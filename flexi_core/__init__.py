@@ -5,12 +5,22 @@ The public API (README, "From Python"):
   flexify            make a diffusers transformer flexible (weak patch sizes, LoRA or shared variant)
   FlexibleTransformer, Schedule, schedule_for_budget, forward_flops   the method's parts
   FlexiDiTError      what a user can get wrong (bad input, files that do not fit)
-"""
-from .errors import FlexiDiTError
-from .flexible import NATIVE, FlexibleTransformer
-from .flops import forward_flops
-from .pipeline import FlexiDiTOutput, FlexiDiTPipeline, flexify
-from .schedule import Schedule, schedule_for_budget
 
-__all__ = ["FlexiDiTError", "FlexiDiTOutput", "FlexiDiTPipeline", "FlexibleTransformer", "NATIVE", "Schedule",
-           "flexify", "forward_flops", "schedule_for_budget"]
+The names load on first use (PEP 562), so `python -m flexi_core --help` does not wait for torch and diffusers.
+"""
+import importlib
+
+_HOMES = {"FlexiDiTError": "errors", "FlexiDiTOutput": "pipeline", "FlexiDiTPipeline": "pipeline",
+          "FlexibleTransformer": "flexible", "NATIVE": "flexible", "Schedule": "schedule", "flexify": "pipeline",
+          "forward_flops": "flops", "schedule_for_budget": "schedule"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'flexi_core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
