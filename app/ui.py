@@ -31,7 +31,7 @@ from pathlib import Path
 import gradio as gr
 
 from flexi_core.errors import FlexiDiTError
-from flexi_core.inputs import Settings, settings
+from flexi_core.inputs import SAMPLERS, Settings, settings
 from flexi_core.registry import SPECS, get_spec
 
 from . import plots
@@ -137,14 +137,16 @@ class RunInputs(Settings):
     condition: dict
 
 
-def run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode=None) -> RunInputs:
+def run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode=None,
+               sampler=None) -> RunInputs:
     """Every heavy event's settings, checked once (flexi_core.inputs.settings); FlexiDiTError names what to change."""
     spec = _spec(model_name)
     if variant not in ("lora", "shared"):
         raise FlexiDiTError(f"variant must be one of ('lora', 'shared'), not {str(variant)[:40]!r}")
     seed, steps, guidance = (_number(v, name) for v, name in ((seed, "seed"), (steps, "number of steps"),
                                                                (guidance, "guidance scale")))
-    run = settings(spec, steps=steps, guidance=guidance, seed=seed, weak_mode=_weak_mode(spec, weak_mode))
+    run = settings(spec, steps=steps, guidance=guidance, seed=seed, weak_mode=_weak_mode(spec, weak_mode),
+                   sampler=sampler)
     return RunInputs(**vars(run), spec=spec, variant=variant, condition=_condition(spec, class_label, prompt))
 
 
@@ -370,6 +372,7 @@ class FlexiDiTApp:
             gr.update(visible=len(spec.weak_patches) > 1),  # fixed choices: updating them races other events
             gr.update(value=spec.steps),
             gr.update(value=spec.guidance),
+            gr.update(value=spec.sampler),
             gr.update(visible=is_video),
             gr.update(visible=not is_video),
             gr.update(visible=is_video),
@@ -461,6 +464,27 @@ class FlexiDiTApp:
                              f"costs {floor_text} of the static FLOPs."), title="Budget moved")
         return gr.update(minimum=minimum, value=moved, info=info)
 
+    def frontier(self, model_name, sampler, weak_mode):
+        """The model's quality-vs-FLOPs frontier for this sampler (and weak mode), from the project's own evaluate
+        run shipped with the card: the plot, the command that made it and one sentence on where FlexiDiT pays."""
+        from flexi_core.shapes.frontier import command, shipped, summary
+        try:
+            spec = _spec(model_name)
+            mode = _weak_mode(spec, weak_mode)
+        except FlexiDiTError as e:
+            return None, _warning(e)
+        found = shipped(spec.name, sampler, mode if len(spec.weak_patches) > 1 else None) \
+            if sampler in SAMPLERS and mode in spec.weak_patches else None
+        if found is None:
+            return None, (f"No frontier run ships for {spec.name} with {SAMPLERS.get(sampler, 'this sampler')}"
+                          + (f" and the {mode} weak patch" if len(spec.weak_patches) > 1 else "") + ".")
+        plot, result = found
+        return str(plot), (f"{as_markdown_text(summary(result))}. Black line: the static model at N steps; each "
+                           f"coloured curve: FlexiDiT at N steps and budgets "
+                           f"{', '.join(f'{b:.0%}' for b in result['budgets'])}; a point above the line beats taking "
+                           f"fewer steps at the same FLOPs. {result['samples']} samples per point, judged by the "
+                           f"shipped judge; made by `{command(result)}` (BENCHMARKS.md §3).")
+
     def clear_results(self):
         """After a change of model: the result panes keep their content but lose any error badge of a failed job
         (a completed event on an output clears its status)."""
@@ -468,16 +492,16 @@ class FlexiDiTApp:
 
     # heavy events -------------------------------------------------------------------------------------------------
     def generate(self, model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode, budget,
-                 progress=gr.Progress(), request: gr.Request = None):
+                 sampler=None, progress=gr.Progress(), request: gr.Request = None):
         from flexi_core.generate import generate
-        run = run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode)
+        run = run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode, sampler)
         fraction = _budget(budget)
         spec, steps, seed, guidance, mode = run.spec, run.steps, run.seed, run.guidance, run.weak_mode
         check_work(steps, 3, "static + flexible + fewer steps", self.max_work_steps)
         progress(0, desc=f"loading {spec.name}")
         model = self.models.get(spec.name, run.variant)
         result = generate(model, **run.condition, budget=fraction, steps=steps, seed=seed, guidance=guidance,
-                          weak_mode=mode, compare=True, fewer_steps=True, progress=self._progress(progress))
+                          sampler=run.sampler, weak_mode=mode, compare=True, fewer_steps=True, progress=self._progress(progress))
         static, flexible, fewer = result.static, result.flexible, result.fewer
         agreement = result.agreement
         judged = _judge_lines(model, result, self.models.assets)
@@ -486,7 +510,7 @@ class FlexiDiTApp:
         verdict, time_note = _time_notes(static.seconds, flexible.seconds, flops_saving)
         raw = {"model": spec.name, "variant": model.variant, "device": model.device_name,
                "condition": result.condition_text, "seed": seed, "steps": steps, "guidance": guidance,
-               "budget_percent": budget, "weak_mode": mode, "flexify_trained": model.flexify_trained,
+               "sampler": run.sampler, "budget_percent": budget, "weak_mode": mode, "flexify_trained": model.flexify_trained,
                "flops_ratio": result.flops_ratio, "flops_saving_percent": flops_saving,
                "time_saving_percent": _finite(time_saving), "time_verdict": verdict,
                "agreement": {"psnr": _finite(agreement["psnr"]), "ssim": agreement["ssim"],
@@ -549,10 +573,10 @@ class FlexiDiTApp:
                 "denoising.", raw)
 
     def sweep(self, model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode, budgets,
-              progress=gr.Progress(), request: gr.Request = None):
+              sampler=None, progress=gr.Progress(), request: gr.Request = None):
         from flexi_core.analysis import sweep
         from flexi_core.sampling import budget_schedule
-        run = run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode)
+        run = run_inputs(model_name, class_label, prompt, seed, steps, guidance, variant, weak_mode, sampler)
         if not budgets or not isinstance(budgets, list):
             raise FlexiDiTError("pick at least one budget to sweep")
         if len(budgets) > MAX_SWEEP_BUDGETS:
@@ -570,7 +594,7 @@ class FlexiDiTApp:
             except FlexiDiTError as e:
                 skipped.append(f"{b:g}%: {user_message(e)}")
         rows = sweep(model, usable, progress=self._progress(progress), **run.condition, steps=steps, seed=run.seed,
-                     guidance=run.guidance, weak_mode=run.weak_mode)
+                     guidance=run.guidance, sampler=run.sampler, weak_mode=run.weak_mode)
         static_flops = rows[0]["flops"]  # flexi_core puts the 100% (static) run first
         gallery, table = [], []
         for r in rows:
@@ -585,7 +609,8 @@ class FlexiDiTApp:
         note = "" if not skipped else ("Skipped (below what the weak model alone costs): "
                                        + as_markdown_text("; ".join(skipped)))
         raw = {"model": spec.name, "variant": model.variant, "device": model.device_name, "seed": run.seed,
-               "steps": steps, "guidance": run.guidance, "weak_mode": run.weak_mode, "skipped": skipped,
+               "steps": steps, "guidance": run.guidance, "sampler": run.sampler, "weak_mode": run.weak_mode,
+               "skipped": skipped,
                "rows": [{"budget": r["budget"], "weak_steps": r["weak_steps"], "flops": r["flops"],
                          "seconds": r["seconds"], "psnr": _finite(r["psnr"]), "ssim": r["ssim"],
                          "per_step_flops": [s.flops for s in r["sample"].records]} for r in rows]}
@@ -702,6 +727,9 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                     guidance = gr.Slider(0, 30, value=spec.guidance, step=0.5, label="Guidance scale",
                                          info="how strongly to follow the class or prompt; 1 or less turns "
                                               "classifier-free guidance off (half the FLOPs)")
+                    sampler = gr.Radio([(label, name) for name, label in SAMPLERS.items()], value=spec.sampler,
+                                       label="Sampler", elem_id="sampler",
+                                       info="the diffusers scheduler of every run (static, flexible, fewer steps)")
                     variant = gr.Radio([("LoRA adapters on a frozen base", "lora"),
                                         ("shared: all weights fine-tuned", "shared")], value="lora",
                                        label="Flexible weights",
@@ -767,6 +795,12 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                                                    label="Numbers (PSNR and SSIM against the static sample)")
                         with gr.Accordion("Raw numbers (JSON)", open=False):
                             sweep_raw = gr.JSON()
+                        gr.Markdown("#### This model against taking fewer steps, over many seeds: its quality-vs-"
+                                    "FLOPs frontier")
+                        frontier_plot = gr.Image(show_label=False, type="filepath", interactive=False,
+                                                 elem_id="frontier-plot")
+                        frontier_md = gr.Markdown(elem_classes="stats", elem_id="frontier-note",
+                                                  latex_delimiters=NO_LATEX)
                     with gr.Tab("Why it works"):
                         gr.Markdown("Two observations from the paper, measured on the selected model with the "
                                     "class/prompt, seed, steps and guidance on the left.")
@@ -796,7 +830,7 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
         heavy = dict(concurrency_id="model", concurrency_limit=concurrency, show_progress="full", preprocess=False)
         light = dict(concurrency_limit=None, preprocess=False)
         gr.on([demo.load, model_name.change], _light(app.model_controls), [model_name, class_label],
-              [class_label, prompt, weak_mode, steps, guidance, video_row, slider, sheet_row],
+              [class_label, prompt, weak_mode, steps, guidance, sampler, video_row, slider, sheet_row],
               api_name="model_controls", show_progress="hidden", **light)
         gr.on([demo.load, model_name.change, variant.change], _light(app.model_status), [model_name, variant],
               model_md, api_name="model_status", show_progress="minimal", **light)
@@ -806,14 +840,17 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
         gr.on([demo.load, model_name.change, variant.change, weak_mode.change], _light(app.fit_budget),
               [model_name, variant, weak_mode, guidance, budget], budget, api_name="fit_budget",
               show_progress="hidden", **light)
+        gr.on([demo.load, model_name.change, sampler.change, weak_mode.change], _light(app.frontier),
+              [model_name, sampler, weak_mode], [frontier_plot, frontier_md], api_name="frontier",
+              show_progress="hidden", **light)
         model_name.change(app.clear_results, None, outputs_of(GENERATE_OUTPUTS), api_visibility="private",
                           show_progress="hidden", queue=False)
 
         buttons = [run_btn, sweep_btn, explain_btn]
         ui_only = dict(api_visibility="private", show_progress="hidden", queue=False)
         for k, (button, fn, inputs, names, api_name, gpu_s) in enumerate((
-                (run_btn, app.generate, [*common, weak_mode, budget], GENERATE_OUTPUTS, "generate", 120),
-                (sweep_btn, app.sweep, [*common, weak_mode, budgets], SWEEP_OUTPUTS, "sweep", 300),
+                (run_btn, app.generate, [*common, weak_mode, budget, sampler], GENERATE_OUTPUTS, "generate", 120),
+                (sweep_btn, app.sweep, [*common, weak_mode, budgets, sampler], SWEEP_OUTPUTS, "sweep", 300),
                 (explain_btn, app.explain, common, EXPLAIN_OUTPUTS, "explain", 300))):
             # while a job of this page runs, its buttons are disabled (a second click cannot queue a second job)
             job = button.click(functools.partial(_buttons, True, k), None, buttons, **ui_only) \

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import FlexiDiTError, message
+from .inputs import SAMPLERS
 
 
 def cmd_train(args):
@@ -156,7 +157,7 @@ def cmd_generate(args):
     stem = f"{model.spec.name}-seed{args.seed}"
     files = {name: str(save_media(run.pixels, out / f"{stem}-{name.replace('_', '-')}"))
              for name, run in result.runs.items()}
-    report = result.report(model, files=files, seed=args.seed, sampler=args.sampler, budget=args.budget)
+    report = result.report(model, files=files, seed=args.seed, budget=args.budget)
     flex, static, fewer = result.flexible, result.static, result.fewer
     summary = f"flexible: {flex.flops / 1e9:.3f} GFLOPs, {flex.seconds:.2f} s ({flex.schedule.weak_steps} weak steps)"
     if static:
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the model's; <= 1: off)")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm"])
+    p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's (ddim: DDIM, dpm: DPM-Solver++)")
     p.add_argument("--weak-mode", help="video: temporal or spatial (default: the first)")
     p.add_argument("--lead", type=int, help=LEAD_HELP)
     p.add_argument("--compare", action="store_true", help="also sample the static model from the same seed, and the "
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paraphrase", choices=["trained", "held-out"],
                    help="text models: every caption names colour and shape with a synonym that training used "
                         "(`train --paraphrase`) or one it never saw")
-    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm"], help="every row's sampler")
+    p.add_argument("--sampler", choices=SAMPLERS, help="every row's sampler (default: the model's)")
     p.add_argument("--frontier", action="store_true",
                    help="the quality-vs-FLOPs frontier: the static model at --frontier-steps and FlexiDiT at each "
                         "budget (default 0.75,0.55,0.4) for each of --sweep-steps, with frontier gains")

@@ -44,6 +44,7 @@ class Comparison:
     # one step fits or the flexible run costs as much as the static one
     fewer: Sample | None = None
     guidance: float | None = None
+    sampler: str | None = None
 
     @property
     def flops_ratio(self) -> float | None:
@@ -64,13 +65,13 @@ class Comparison:
 
     def report(self, model: LoadedModel, **request) -> dict:
         """Everything a JSON report says about this comparison (`generate --json`); `request` adds the caller's
-        settings (seed, sampler, budget, files). For the embedded models, what the judge reads in each sample."""
+        settings (seed, budget, files). For the embedded models, what the judge reads in each sample."""
         flex, static, fewer = self.flexible, self.static, self.fewer
         from .shapes.reading import judge_readings
         return {
             "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
             "condition": self.condition_text, "steps": flex.schedule.steps, "guidance": self.guidance,
-            **request,
+            "sampler": self.sampler, **request,
             "schedule_label": flex.schedule.label, "weak_steps": flex.schedule.weak_steps,
             "lead_steps": flex.schedule.lead_steps,
             "schedule": [list(r.cond_patch) for r in flex.records],
@@ -112,7 +113,7 @@ def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
 
 
 def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = 0.5, steps: int | None = None,
-             seed: int = 0, guidance: float | None = None, sampler: str = "ddim", weak_mode: str | None = None,
+             seed: int = 0, guidance: float | None = None, sampler: str | None = None, weak_mode: str | None = None,
              lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
              fewer_steps: bool = False, progress=None) -> Comparison:
     """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one, and
@@ -137,7 +138,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
             schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
     samples = interleaved(model, condition, schedules, run, progress)
     return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"),
-                      run.guidance)
+                      run.guidance, run.sampler)
 
 
 def interleaved(model: LoadedModel, condition: Condition, schedules: dict[str, Schedule], run: Settings,

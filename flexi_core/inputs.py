@@ -15,7 +15,7 @@ from numbers import Integral, Real
 
 from .errors import FlexiDiTError
 
-SAMPLERS = ("ddim", "ddpm", "dpm")
+SAMPLERS = {"ddim": "DDIM", "dpm": "DPM-Solver++", "ddpm": "DDPM"}  # name -> what a table or page calls it
 MAX_STEPS = 1000
 MAX_GUIDANCE = 30
 MAX_SEED = 2 ** 63 - 1
@@ -66,9 +66,9 @@ class Settings:
 
 
 def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_mode=None, lead=None,
-             sampler="ddim") -> Settings:
+             sampler=None) -> Settings:
     """Checks a run's settings against `spec` (a registry.ModelSpec) and fills in its defaults: steps, guidance,
-    the first weak mode, the model's measured lead. `weak_modes`: those of the loaded model (default the spec's)."""
+    sampler, the first weak mode, the model's measured lead. `weak_modes`: those of the loaded model (default the spec's)."""
     weak_modes = list(weak_modes or spec.weak_patches)
     steps = whole(spec.steps if steps is None else steps, "steps", 1, MAX_STEPS)
     guidance = real(spec.guidance if guidance is None else guidance, "guidance", 0, MAX_GUIDANCE)
@@ -77,6 +77,7 @@ def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_m
     if mode not in weak_modes:
         raise FlexiDiTError(f"weak mode must be one of {weak_modes}, not {mode!r}")
     lead = whole(spec.lead_steps(mode, steps) if lead is None else lead, "lead", 0, steps)
+    sampler = spec.sampler if sampler is None else sampler
     if sampler not in SAMPLERS:
-        raise FlexiDiTError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
+        raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLERS)}, not {str(sampler)[:40]!r}")
     return Settings(steps, guidance, seed, mode, lead, sampler)

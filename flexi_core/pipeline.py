@@ -109,7 +109,7 @@ class FlexiDiTPipeline:
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, class_labels: int | str | list | None = None, *,
                  budget: float = 0.5, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                 generator: torch.Generator | None = None, seed: int | None = None, sampler: str = "ddim",
+                 generator: torch.Generator | None = None, seed: int | None = None, sampler: str | None = None,
                  weak_mode: str | None = None, schedule: Schedule | None = None, compare: bool = False,
                  output_type: str = "pil", progress=None) -> FlexiDiTOutput:
         """Samples each prompt / class label at `budget` (a fraction of the static FLOPs, in (0, 1]) or an explicit

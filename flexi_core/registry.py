@@ -27,6 +27,7 @@ class ModelSpec:
     weak_patches: dict  # mode name -> Patch
     steps: int = 50
     guidance: float = 4.0
+    sampler: str = "ddim"  # inputs.SAMPLERS; the embedded models' defaults sit where the frontier says FlexiDiT pays
     scheduler: dict = field(default_factory=dict)
     class_names: tuple = ()
     embedded: bool = True

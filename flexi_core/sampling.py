@@ -122,13 +122,13 @@ def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> i
 
 @torch.no_grad()
 def denoise(model: LoadedModel, condition: Condition, schedule: Schedule, seeds: list[int], guidance: float,
-            sampler: str = "ddim") -> Iterator[tuple[StepRecord, torch.Tensor]]:
+            sampler: str | None = None) -> Iterator[tuple[StepRecord, torch.Tensor]]:
     """The sampling loop, one step at a time: yields each step's record and the latents after it, so that two runs
     can alternate their steps (generate.py times static and flexible under the same machine load). Each seed gives
     the same noise as it would alone; the condition has batch 1 or one row per seed. Settings are trusted here:
-    `inputs.settings` checked them."""
+    `inputs.settings` checked them. `sampler` None: the model's."""
     spec, flex = model.spec, model.flexible
-    scheduler = make_scheduler(model, sampler)
+    scheduler = make_scheduler(model, sampler or spec.sampler)
     scheduler.set_timesteps(schedule.steps)
     generators = [torch.Generator().manual_seed(s) for s in seeds]  # per seed: the start noise, then DDPM's
     noise = [torch.randn((1, *spec.latent_shape), generator=g) for g in generators]
@@ -154,7 +154,7 @@ def denoise(model: LoadedModel, condition: Condition, schedule: Schedule, seeds:
 
 
 def sample(model: LoadedModel, condition: Condition, schedule: Schedule, seed: int | list[int], guidance: float,
-           sampler: str = "ddim", progress=None, decode: bool = True) -> Sample:
+           sampler: str | None = None, progress=None, decode: bool = True) -> Sample:
     """One sample, or a batch when `seed` is a list. `progress(done, total)` is called after every step."""
     out = Sample(np.zeros(0, np.uint8), schedule)
     for record, latents in denoise(model, condition, schedule, [seed] if isinstance(seed, int) else list(seed),

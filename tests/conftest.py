@@ -122,20 +122,20 @@ def reference(assets):
 
 
 def generate_args(model="shapes", class_label="red circle", prompt="", seed=3, steps=STEPS, guidance=4.0,
-                  variant="lora", weak_mode="temporal", budget=55):
+                  variant="lora", weak_mode="temporal", budget=55, sampler="ddim"):
     """The inputs of one /generate call, in the event's order."""
-    return [model, class_label, prompt, seed, steps, guidance, variant, weak_mode, budget]
+    return [model, class_label, prompt, seed, steps, guidance, variant, weak_mode, budget, sampler]
 
 
 def expected(reference, args):
     """flexi_core run directly with the inputs of one /generate call."""
     from flexi_core.generate import generate
-    name, class_label, prompt, seed, steps, guidance, _, weak_mode, budget = args
+    name, class_label, prompt, seed, steps, guidance, _, weak_mode, budget, sampler = args
     model = reference(name)
     condition = {"class_label": class_label} if registry.get_spec(name).conditioning == "class" else {"prompt": prompt}
     mode = weak_mode if weak_mode in model.flexible.weak_modes else None
     return generate(model, **condition, budget=budget / 100, steps=steps, seed=seed, guidance=guidance,
-                    weak_mode=mode)
+                    sampler=sampler, weak_mode=mode)
 
 
 def image_of(path) -> np.ndarray:

@@ -52,12 +52,13 @@ def test_model_controls_follow_the_model(served):
     from flexi_core.registry import SPECS
     _, client = served
     for name, spec in SPECS.items():
-        class_box, prompt_box, weak_box, steps, guidance = client.predict(name, "red circle",
-                                                                          api_name="/model_controls")[:5]
+        class_box, prompt_box, weak_box, steps, guidance, sampler = client.predict(
+            name, "red circle", api_name="/model_controls")[:6]
         assert class_box["visible"] == (spec.conditioning == "class")
         assert prompt_box["visible"] == (spec.conditioning == "text")
         assert weak_box["visible"] == (len(spec.weak_patches) > 1)
         assert steps["value"] == spec.steps and guidance["value"] == spec.guidance
+        assert sampler["value"] == spec.sampler
 
 
 def test_model_status_loads_embedded_and_explains_missing_weights(served, reference):
@@ -296,3 +297,16 @@ def test_stop_ends_the_running_job(served):
     status = outputs[GENERATE_STATUS]
     assert status.startswith("**Stopped** at ") and "previous" in status, status
     assert client.predict("shapes", "lora", "temporal", 4, 4.0, 50, api_name="/schedule")  # still serving
+
+
+def test_frontier_pane_shows_the_shipped_run(served):
+    """The Budget sweep tab shows the loaded model's shipped frontier for the chosen sampler, with the command that
+    made it and where FlexiDiT pays; where none ships it says so (no stale plot of another model)."""
+    from flexi_core.shapes.frontier import SHIPPED
+    _, client = served
+    plot, note = client.predict("shapes", "dpm", "temporal", api_name="/frontier")
+    assert plot and Path(plot).read_bytes() == (SHIPPED / "frontier-shapes-dpm.png").read_bytes()
+    assert "evaluate --model shapes --frontier --sampler dpm" in note and "above the static frontier" in note
+    plot, note = client.predict("dit-xl-2-256", "ddim", "temporal", api_name="/frontier")
+    assert plot is None and "No frontier run ships for dit-xl-2-256 with DDIM" in note
+    assert "sampler" in client.predict("shapes", "euler", "temporal", api_name="/frontier")[1]

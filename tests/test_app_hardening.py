@@ -502,11 +502,11 @@ def test_video_shows_two_frame_sheets_and_images_the_slider(served):
     _, client = served
     for name, video in (("shapes", False), ("shapes-video", True)):
         updates = client.predict(name, "red circle", api_name="/model_controls")
-        slider = updates[5]  # (the API leaves out the rows: the sheets' and the videos' show and hide with them)
+        slider = updates[6]  # (the API leaves out the rows: the sheets' and the videos' show and hide with them)
         assert slider["visible"] is (not video)
     demo, _ = served
     rows = demo.flexidit.model_controls("shapes-video", "red circle")
-    assert rows[5]["visible"] and not rows[6]["visible"] and rows[7]["visible"]  # videos, no slider, sheets
+    assert rows[6]["visible"] and not rows[7]["visible"] and rows[8]["visible"]  # videos, no slider, sheets
 
 
 def test_public_model_messages_are_for_visitors(served):

@@ -43,7 +43,7 @@ def shapes(tiny_assets):
     ("guidance", True, "guidance must be a number from 0 to 30, got True"),
     ("guidance", float("nan"), "guidance must be a number from 0 to 30, got nan"),
     ("weak_mode", "diagonal", "weak mode must be one of ['weak'], not 'diagonal'"),
-    ("sampler", "euler", "sampler must be one of ('ddim', 'ddpm', 'dpm'), not 'euler'"),
+    ("sampler", "euler", "sampler must be one of ddim, dpm, ddpm, not 'euler'"),
 ])
 def test_settings_refuse_with_one_message(field, value, text):
     with pytest.raises(FlexiDiTError) as e:

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import data
 from ..errors import FlexiDiTError
+from ..inputs import SAMPLERS
 from .judge import Judge, load_judge
 from ..loading import load_model
 from ..metrics import frechet_distance, psnr, ssim
@@ -27,7 +28,6 @@ from ..schedule import Schedule
 BUDGETS = (1.0, 0.75, 0.55, 0.40, 0.25)
 EVAL_SEED = data.SEEDS["evaluate"]
 PARAPHRASES = {"trained": data.SYNONYMS, "held-out": data.HELD_OUT_SYNONYMS}
-SAMPLER_NAMES = {"ddim": "DDIM", "ddpm": "DDPM", "dpm": "DPM-Solver++"}
 # what must read alike on a flexible and a static sample of the same seed for "the same picture"
 SAME_READING = {"image": ("colour", "shape", "background"), "video": ("colour", "shape", "direction")}
 
@@ -96,21 +96,22 @@ class Setting:
     wants: list[dict]
     real_feats: np.ndarray
     guidance: float
-    sampler: str = "ddim"
+    sampler: str
     chunk: int = 64
 
     @classmethod
-    def load(cls, name: str, n: int, guidance: float | None = None, sampler: str = "ddim", chunk: int = 64,
+    def load(cls, name: str, n: int, guidance: float | None = None, sampler: str | None = None, chunk: int = 64,
              assets=ASSETS, paraphrase: str | None = None) -> tuple["Setting", dict]:
         """The setting and the "real data" row: the judge's reading of the evaluation set itself and its Fréchet
         distance from a second real set (the noise floor). `paraphrase` ("trained" or "held-out", text models):
         captions in other words than the canonical ones."""
         spec = get_spec(name)
+        sampler = spec.sampler if sampler is None else sampler
         synonyms = PARAPHRASES[paraphrase] if paraphrase else None
         if synonyms and spec.conditioning != "text":
             raise FlexiDiTError(f"{name} is class-conditioned: paraphrased captions need a text model")
-        if sampler not in SAMPLER_NAMES:
-            raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLER_NAMES)}, not {sampler!r}")
+        if sampler not in SAMPLERS:
+            raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
         judge = load_judge(assets / "judge.safetensors")
         real, scenes, conditions = eval_set(spec, n, synonyms=synonyms)
         wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
@@ -164,10 +165,10 @@ class Setting:
 def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS, variants=("lora", "shared"),
              baselines: bool = True, guidance: float | None = None, chunk: int = 64, assets=ASSETS,
              weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None,
-             sampler: str = "ddim") -> dict:
+             sampler: str | None = None) -> dict:
     """`paraphrase` ("trained" or "held-out", text models): captions in other words than the canonical ones."""
     setting, real_row = Setting.load(name, n, guidance, sampler, chunk, assets, paraphrase)
-    spec, guidance = setting.spec, setting.guidance
+    spec, guidance, sampler = setting.spec, setting.guidance, setting.sampler
     steps = steps or spec.steps
     mode = weak_mode_of(spec, weak_mode)
     lead = spec.lead_steps(mode, steps) if lead is None else lead
@@ -220,7 +221,7 @@ def _schedule_note(result: dict) -> str:
 
 def markdown_table(result: dict) -> str:
     lines = [f"**{result['model']}**{_schedule_note(result)} — {result['samples']} samples, "
-             f"{result['steps']} {SAMPLER_NAMES[result.get('sampler', 'ddim')]} steps, guidance {result['guidance']}",
+             f"{result['steps']} {SAMPLERS[result.get('sampler', 'ddim')]} steps, guidance {result['guidance']}",
              "", "| variant | method | target budget | FLOPs | judge accuracy | Fréchet dist. | PSNR | SSIM "
              "| same reading |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:

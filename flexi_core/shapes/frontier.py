@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 
 from ..errors import FlexiDiTError
-from .evaluate import SAMPLER_NAMES, Setting, fmt, trained_models, weak_mode_of
-from ..inputs import MAX_STEPS, whole
+from .evaluate import Setting, fmt, quality_key, trained_models, weak_mode_of
+from ..inputs import MAX_STEPS, SAMPLERS, whole
 from ..registry import ASSETS
 from ..sampling import budget_schedule
 from ..schedule import Schedule, fewer_steps_for, total_flops
@@ -25,6 +27,8 @@ FRONTIER_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25)
 SWEEP_STEPS = (4, 6, 8, 10, 25)
 SWEEP_BUDGETS = (0.75, 0.55, 0.40)
 REFERENCE_STEPS = 25
+# the project's own frontier runs (plot and JSON per model, weak mode and sampler), shipped with the card
+SHIPPED = Path(__file__).resolve().parents[2] / "docs" / "bench"
 
 
 def interpolate(points, x: float) -> float | None:
@@ -50,7 +54,7 @@ def add_frontier_gains(rows: list[dict]) -> None:
 
 
 def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, frontier_steps=FRONTIER_STEPS,
-             sampler: str = "ddim", variants=("lora",), guidance: float | None = None, chunk: int = 64,
+             sampler: str | None = None, variants=("lora",), guidance: float | None = None, chunk: int = 64,
              assets=ASSETS, weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None,
              reference_steps: int = REFERENCE_STEPS) -> dict:
     """The static model at every N of `frontier_steps` and `steps` (and of each fewer-steps baseline), FlexiDiT at
@@ -63,7 +67,7 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
     if lead is not None:
         whole(lead, "lead", 0, MAX_STEPS)
     setting, real_row = Setting.load(name, n, guidance, sampler, chunk, assets, paraphrase)
-    mode = weak_mode_of(setting.spec, weak_mode)
+    mode, sampler = weak_mode_of(setting.spec, weak_mode), setting.sampler
     models = list(trained_models(name, variants, assets))
     if not models:
         raise FlexiDiTError(f"{name} has no flexify weights for {', '.join(variants)} in {assets}; "
@@ -114,10 +118,44 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
             "reference": {"steps": reference_steps, "sampler": sampler, "flops": reference}, "rows": rows}
 
 
+def command(result: dict) -> str:
+    """The `evaluate` command line that makes this frontier run."""
+    extra = "".join(f" --{flag} {result[key]}" for flag, key in (("weak-mode", "weak_mode"), ("lead", "lead"),
+                                                                  ("paraphrase", "paraphrase"))
+                    if result.get(key) not in (None, "weak"))
+    return (f"python -m flexi_core evaluate --model {result['model']} --frontier --sampler {result['sampler']} "
+            f"--samples {result['samples']} --variants {','.join(result['variants'])} "
+            f"--sweep-steps {','.join(map(str, result['steps']))}{extra}")
+
+
+def shipped(name: str, sampler: str, weak_mode: str | None = None, folder: Path = SHIPPED):
+    """(plot path, result) of the shipped frontier run of this model, sampler and weak mode; None if none ships."""
+    stem = quality_key({"kind": "frontier", "model": name, "weak_mode": weak_mode, "sampler": sampler})
+    png, data = folder / f"{stem}.png", folder / f"{stem}.json"
+    if not (png.is_file() and data.is_file()):
+        return None
+    return png, json.loads(data.read_text())
+
+
+def summary(result: dict, tolerance: float = 0.02) -> str:
+    """One sentence: in how many rows FlexiDiT is above the static frontier at equal FLOPs, and where it is below."""
+    rows = [r for r in result["rows"] if r["method"] == "FlexiDiT" and r["frontier_gain"] is not None]
+    if not rows:
+        return "no FlexiDiT row lies within the static frontier's FLOPs"
+    where = lambda r: f"{r['steps']} steps at {r['budget']:.0%}, {100 * r['frontier_gain']:+.1f}"  # noqa: E731
+    above = [r for r in rows if r["frontier_gain"] > tolerance]
+    below = sorted((r for r in rows if r["frontier_gain"] < -tolerance), key=lambda r: r["frontier_gain"])
+    best = max(rows, key=lambda r: r["frontier_gain"])
+    text = (f"FlexiDiT is more than {100 * tolerance:.0f} points above the static frontier at equal FLOPs in "
+            f"{len(above)} of {len(rows)} settings (best: {where(best)})")
+    return text + (f"; more than {100 * tolerance:.0f} below in {len(below)} ({'; '.join(map(where, below))})"
+                   if below else f"; never more than {100 * tolerance:.0f} below")
+
+
 def _title(result: dict) -> str:
     mode = result.get("weak_mode")
     weak = f", weak patch `{mode}`" if mode not in (None, "weak") else ""
-    return (f"{result['model']}{weak}, {SAMPLER_NAMES[result['sampler']]} — {result['samples']} samples, guidance "
+    return (f"{result['model']}{weak}, {SAMPLERS[result['sampler']]} — {result['samples']} samples, guidance "
             f"{result['guidance']}; FLOPs relative to the {result['reference']['steps']}-step static run "
             f"({result['reference']['flops'] / 1e9:.3f} GFLOPs per sample)")
 
@@ -191,7 +229,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{result['model']}, {SAMPLER_NAMES[result['sampler']]}: FlexiDiT (budgets "
+    fig.suptitle(f"{result['model']}, {SAMPLERS[result['sampler']]}: FlexiDiT (budgets "
                  f"{', '.join(f'{b:.0%}' for b in result['budgets'])}) on the static frontier "
                  f"({result['samples']} samples)", fontsize=10)
     fig.tight_layout()
