@@ -31,7 +31,7 @@ from pathlib import Path
 import gradio as gr
 
 from flexi_core.errors import FlexiDiTError
-from flexi_core.inputs import SAMPLERS, Settings, settings
+from flexi_core.inputs import DEFAULT_BUDGET, SAMPLERS, Settings, settings
 from flexi_core.registry import SPECS, get_spec
 
 from . import plots
@@ -705,7 +705,7 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                                                          "background (and for video, where it moves)",
                                     placeholder="a large red circle in the centre on a black background",
                                     visible=False, max_lines=2, max_length=500, elem_id="prompt")
-                budget = gr.Slider(5, 100, value=50, step=1, elem_id="budget",
+                budget = gr.Slider(5, 100, value=round(100 * DEFAULT_BUDGET), step=1, elem_id="budget",
                                    label="Compute budget (% of the static FLOPs)",
                                    info="100% = the ordinary (static) sampler; lower = more of the early steps "
                                         "run with big, cheap patches")

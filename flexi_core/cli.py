@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import FlexiDiTError, message
-from .inputs import SAMPLERS
+from .inputs import DEFAULT_BUDGET, SAMPLERS
 
 
 def cmd_train(args):
@@ -31,8 +31,10 @@ def cmd_train(args):
     if args.model == "vae-decoder":
         train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, **given)
         return
-    if args.model == "judge":
+    if args.model in ("judge", "judge-texture"):
         from .shapes import judge
+        if args.model == "judge-texture":
+            given["textured"] = True
         judge.train_judge(run_dir, **given)
         if args.export:
             judge.export_judge(run_dir, registry.ASSETS / "judge.safetensors")
@@ -310,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-decoder (decoder-only fine-tune of the "
-                                     "shipped autoencoder), judge, shapes, shapes-text, shapes-video")
+                                     "shipped autoencoder), judge, judge-texture (a judge that also reads textures; "
+                                     "--export makes it the shipped judge), shapes, shapes-text, shapes-video")
     p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, help="default: the job's own (vae 2000, vae-decoder 800, judge 2000, "
                                              "base transformers 5500)")
@@ -337,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--class-label", help="class name or index (class-conditioned models)")
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
-    p.add_argument("--budget", type=float, default=0.5, help="fraction of the static FLOPs, in (0, 1]")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
+                   help=f"fraction of the static FLOPs, in (0, 1] (default {DEFAULT_BUDGET})")
     p.add_argument("--schedule", help="explicit 'x/y': native model for the last x conditional / y unconditional "
                                       "steps (overrides --budget)")
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")

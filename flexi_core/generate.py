@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FlexiDiTError
-from .inputs import Settings, settings
+from .inputs import DEFAULT_BUDGET, Settings, settings
 from .loading import LoadedModel
 from .metrics import psnr, ssim
 from .sampling import Condition, Sample, decoded, denoise, encode_condition
@@ -112,7 +112,7 @@ def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
     return float(max(ratio - low, high - ratio))
 
 
-def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = 0.5, steps: int | None = None,
+def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = DEFAULT_BUDGET, steps: int | None = None,
              seed: int = 0, guidance: float | None = None, sampler: str | None = None, weak_mode: str | None = None,
              lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
              fewer_steps: bool = False, progress=None) -> Comparison:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import FlexiDiTError
+from .inputs import DEFAULT_BUDGET
 from .flexible import FlexibleTransformer
 from .generate import generate
 from .loading import DEFAULT_LORA_RANK, VARIANTS, LoadedModel, T5Prompts, load_model
@@ -108,7 +109,7 @@ class FlexiDiTPipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, class_labels: int | str | list | None = None, *,
-                 budget: float = 0.5, num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 budget: float = DEFAULT_BUDGET, num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  generator: torch.Generator | None = None, seed: int | None = None, sampler: str | None = None,
                  weak_mode: str | None = None, schedule: Schedule | None = None, compare: bool = False,
                  output_type: str = "pil", progress=None) -> FlexiDiTOutput:

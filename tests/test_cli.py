@@ -5,6 +5,7 @@ import re
 
 import pytest
 from conftest import run_cli
+from flexi_core.registry import get_spec
 from PIL import Image
 
 FIELDS = {"model", "modality", "steps", "budget", "schedule", "flops_static", "flops_flexible", "flops_ratio",
@@ -21,6 +22,7 @@ def test_generate_compare_json(tmp_path, tiny_assets, name, cond):
     assert r.returncode == 0, r.stderr
     data = json.loads(report.read_text())
     assert FIELDS <= set(data)
+    assert data["sampler"] == get_spec(name).sampler  # no --sampler: the model's default, as the report says
     assert len(data["schedule"]) == 6 and data["flops_flexible"] <= float(budget) * data["flops_static"]
     assert data["flops_ratio"] == pytest.approx(data["flops_flexible"] / data["flops_static"])
     assert set(data["files"]) == {"static", "flexible", "fewer_steps"}

@@ -20,7 +20,7 @@ from flexi_core.generate import Comparison, generate, time_verdict
 from flexi_core.inputs import settings
 from flexi_core.loading import load_model
 from flexi_core.media import save_media
-from flexi_core.registry import ASSETS, get_spec, transformer_class
+from flexi_core.registry import ASSETS, SPECS, get_spec, transformer_class
 from flexi_core.sampling import Sample, encode_condition, sample
 from flexi_core.schedule import Schedule, budget_floor, percent_up, schedule_for_budget
 
@@ -55,6 +55,8 @@ def test_settings_fill_in_the_models_defaults():
     run = settings(get_spec("shapes-video"), weak_mode="spatial", steps=25)
     assert (run.steps, run.guidance, run.weak_mode, run.lead, run.guided) == (25, 4.0, "spatial", 3, True)
     assert settings(get_spec("shapes"), guidance=1).guided is False
+    for spec in SPECS.values():  # the sampler too: where the frontier says FlexiDiT pays, for the embedded models
+        assert settings(spec).sampler == spec.sampler and settings(spec, sampler="ddpm").sampler == "ddpm"
 
 
 def test_generate_refuses_booleans_before_any_work(shapes):

@@ -2,6 +2,9 @@
 
 Everything is a pure function of an integer seed, so datasets are reproducible and never downloaded.
 Shapes are drawn at 4x resolution and box-filtered down, which gives clean anti-aliased 32x32 images.
+Asked for (`textured=True`), the object also wears a texture: stripes, dots or checks of a 4-pixel period, detail
+that only a fine token grid (2 pixels a token) can draw; the data of the late denoising steps. Without, every seed
+draws exactly the scene, pixels and caption that it drew before textures existed.
 """
 from __future__ import annotations
 
@@ -24,9 +27,16 @@ BACKGROUNDS = {
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 SIZES = ("small", "medium", "large")  # half-extent 5-7, 8-9, 10-12 pixels
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
+TEXTURES = ("plain", "striped", "dotted", "checked")
+TEXTURED_CLASS_NAMES = tuple(f"{c} {t} {s}" for c in COLOURS for t in TEXTURES for s in SHAPES)
+# a texture's second tone: a lighter (or, for the bright yellow, darker) shade of the object's colour, so that the
+# colour stays what one reads
+TEXTURE_COLOURS = {"red": (250, 150, 150), "green": (150, 230, 160), "blue": (160, 185, 250), "yellow": (150, 120, 20)}
+TEXTURE_PERIOD = 4.0  # pixels: 2 on, 2 off
 # the first seed of each stream of procedural samples, 10 million apart, so no two jobs ever draw the same scene
 SEEDS = {"vae": 10_000_000, "base": 20_000_000, "vae-scale": 30_000_000, "judge": 40_000_000,
-         "distill-captions": 50_000_000, "distill-data": 60_000_000, "evaluate": 70_000_000, "vae-decoder": 80_000_000}
+         "distill-captions": 50_000_000, "distill-data": 60_000_000, "evaluate": 70_000_000, "vae-decoder": 80_000_000,
+         "judge-texture": 90_000_000, "judge-texture-test": 100_000_000}
 # Other words for an object's colour and shape: training may swap them into captions (`train --paraphrase P`) so that
 # a prompt in other words ("a scarlet disc") draws the same picture. Evaluation captions use them only when asked
 # (`evaluate --paraphrase trained`); HELD_OUT_SYNONYMS are never trained on and measure how far the text encoder
@@ -56,6 +66,7 @@ class Scene:
     radius: float  # half-extent in pixels
     direction: str = "right"  # videos only
     speed: float = 0.0
+    texture: str = "plain"
 
     @property
     def class_name(self) -> str:
@@ -64,6 +75,14 @@ class Scene:
     @property
     def class_id(self) -> int:
         return CLASS_NAMES.index(self.class_name)
+
+    @property
+    def textured_class_name(self) -> str:
+        return f"{self.colour} {self.texture} {self.shape}"
+
+    @property
+    def textured_class_id(self) -> int:
+        return TEXTURED_CLASS_NAMES.index(self.textured_class_name)
 
     @property
     def size_word(self) -> str:
@@ -91,17 +110,21 @@ def distinct_backgrounds(colour: str) -> list[str]:
     return [name for name, rgb in BACKGROUNDS.items() if np.linalg.norm(c - np.array(rgb)) > 150]
 
 
-def random_scene(rng: np.random.Generator, class_id: int | None = None, video: bool = False) -> Scene:
+def random_scene(rng: np.random.Generator, class_id: int | None = None, video: bool = False,
+                 textured: bool = False) -> Scene:
+    """`textured`: `class_id` indexes TEXTURED_CLASS_NAMES, so the object wears any of TEXTURES (plain included).
+    Without, `rng` is drawn from exactly as before textures existed."""
+    names = TEXTURED_CLASS_NAMES if textured else CLASS_NAMES
     if class_id is None:
-        class_id = int(rng.integers(len(CLASS_NAMES)))
-    colour, shape = CLASS_NAMES[class_id].split(" ")
+        class_id = int(rng.integers(len(names)))
+    colour, *texture, shape = names[class_id].split(" ")  # texture: [] (plain) or [its name]
     backgrounds = distinct_backgrounds(colour)
     background = backgrounds[int(rng.integers(len(backgrounds)))]
     radius = float(rng.uniform(5.0, 12.0))
     cx, cy = (float(v) for v in rng.uniform(radius, IMAGE_SIZE - radius, size=2))
     direction = list(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))]
     speed = float(rng.uniform(2.0, 3.0)) if video else 0.0
-    return Scene(colour, shape, background, cx, cy, radius, direction, speed)
+    return Scene(colour, shape, background, cx, cy, radius, direction, speed, *texture)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
@@ -113,6 +136,21 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     if shape == "diamond":
         return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
     return None
+
+
+def _pattern(texture: str, cx: float, cy: float) -> np.ndarray:
+    """Where the texture's second tone goes, on the 4x grid (bool, H*4 x W*4): anchored at the object's centre, so
+    that it moves with the object and its phase against the pixel grid varies (anti-aliased by the box filter)."""
+    p = TEXTURE_PERIOD
+    centres = (np.arange(IMAGE_SIZE * _SUPERSAMPLE) + 0.5) / _SUPERSAMPLE  # subpixel centres, in pixels
+    x, y = np.meshgrid(centres - cx, centres - cy)
+    if texture == "striped":  # vertical stripes, one centred on the object
+        return (x + p / 4) % p < p / 2
+    if texture == "checked":
+        return ((x + p / 4) // (p / 2) + (y + p / 4) // (p / 2)) % 2 == 0
+    if texture == "dotted":  # round dots, 2 pixels across
+        return ((x + p / 2) % p - p / 2) ** 2 + ((y + p / 2) % p - p / 2) ** 2 < (p / 4) ** 2
+    raise ValueError(f"unknown texture {texture!r}; one of {', '.join(TEXTURES)}")
 
 
 def render(scene: Scene, cx: float | None = None, cy: float | None = None) -> np.ndarray:
@@ -129,6 +167,10 @@ def render(scene: Scene, cx: float | None = None, cy: float | None = None) -> np
         draw.ellipse([cx * s - r, cy * s - r, cx * s + r, cy * s + r], fill=fill)
     else:
         draw.polygon(poly, fill=fill)
+    if scene.texture != "plain":  # inside the shape only: its pixels are the only ones of the object's colour
+        pixels = np.array(img)
+        pixels[(pixels == fill).all(-1) & _pattern(scene.texture, cx, cy)] = TEXTURE_COLOURS[scene.colour]
+        img = Image.fromarray(pixels)
     return np.asarray(img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX))
 
 
@@ -170,7 +212,10 @@ _VIDEO_TEMPLATES = (
 
 def caption(scene: Scene, rng: np.random.Generator, video: bool = False, paraphrase: float = 0.0,
             synonyms: dict[str, tuple[str, ...]] = SYNONYMS) -> str:
-    """`paraphrase`: the chance that the object's colour word, and separately its shape word, is one of `synonyms`."""
+    """`paraphrase`: the chance that the object's colour word, and separately its shape word, is one of `synonyms`.
+
+    A texture is named after the colour ("a red striped circle"); a plain object's caption names none, so "a red
+    circle" means the same with or without textures."""
     templates = _VIDEO_TEMPLATES if video else _IMAGE_TEMPLATES
     template = templates[int(rng.integers(len(templates)))]
 
@@ -178,23 +223,25 @@ def caption(scene: Scene, rng: np.random.Generator, video: bool = False, paraphr
         if paraphrase and rng.random() < paraphrase:
             return synonyms[canonical][int(rng.integers(len(synonyms[canonical])))]
         return canonical
-    text = template.format(size=scene.size_word, colour=word(scene.colour), shape=word(scene.shape),
+    texture = "" if scene.texture == "plain" else f" {scene.texture}"
+    text = template.format(size=scene.size_word, colour=word(scene.colour) + texture, shape=word(scene.shape),
                            position=scene.position_word,
                            background=scene.background, direction=scene.direction)
     return re.sub(r"\ba (?=[aeiou])", "an ", text)  # "an azure disc"; no canonical word starts with a vowel
 
 
 def sample(seed: int, class_id: int | None = None, video: bool = False, paraphrase: float = 0.0,
-           synonyms: dict[str, tuple[str, ...]] = SYNONYMS) -> tuple[np.ndarray, Scene, str]:
-    """One (pixels, scene, caption) triple, a pure function of its arguments."""
+           synonyms: dict[str, tuple[str, ...]] = SYNONYMS, textured: bool = False) -> tuple[np.ndarray, Scene, str]:
+    """One (pixels, scene, caption) triple, a pure function of its arguments (`textured`: see `random_scene`)."""
     rng = np.random.default_rng(seed)
-    scene = random_scene(rng, class_id, video)
+    scene = random_scene(rng, class_id, video, textured)
     pixels = render_video(scene) if video else render(scene)
     return pixels, scene, caption(scene, rng, video, paraphrase, synonyms)
 
 
-def batch(seeds, video: bool = False, paraphrase: float = 0.0) -> tuple[np.ndarray, list[Scene], list[str]]:
-    items = [sample(int(s), video=video, paraphrase=paraphrase) for s in seeds]
+def batch(seeds, video: bool = False, paraphrase: float = 0.0,
+          textured: bool = False) -> tuple[np.ndarray, list[Scene], list[str]]:
+    items = [sample(int(s), video=video, paraphrase=paraphrase, textured=textured) for s in seeds]
     return np.stack([i[0] for i in items]), [i[1] for i in items], [i[2] for i in items]
 
 

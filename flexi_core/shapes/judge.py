@@ -1,6 +1,7 @@
 """The judge: a small CNN trained on the procedural data that reads a sample's colour, shape, background, position
 and size (and, frame by frame, a video's motion). It scores what the generators draw, and its features give the
-Fréchet distance between generated and real samples."""
+Fréchet distance between generated and real samples. A judge trained on textured data (`train_judge(textured=True)`)
+has one more head, which reads the object's texture; the shipped judge has none and reads no texture."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +14,13 @@ from torch import nn
 
 from . import data
 
-HEADS = {"colour": list(data.COLOURS), "shape": list(data.SHAPES), "background": list(data.BACKGROUNDS)}
+HEADS = {"colour": list(data.COLOURS), "shape": list(data.SHAPES), "background": list(data.BACKGROUNDS),
+         "texture": list(data.TEXTURES)}
 
 
 class Judge(nn.Module):
-    def __init__(self, width: int = 32, features: int = 128):
+    def __init__(self, width: int = 32, features: int = 128, texture: bool = False):
+        """`texture`: with the texture head (a judge of textured data)."""
         super().__init__()
 
         def block(cin, cout):
@@ -26,7 +29,8 @@ class Judge(nn.Module):
 
         self.body = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width),
                                   nn.Flatten(), nn.Linear(4 * width * 16, features), nn.GELU())
-        self.heads = nn.ModuleDict({k: nn.Linear(features, len(v)) for k, v in HEADS.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(features, len(v)) for k, v in HEADS.items()
+                                    if texture or k != "texture"})
         self.geometry = nn.Linear(features, 3)  # centre x, centre y, radius, divided by the image size
 
     def forward(self, x: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -35,7 +39,8 @@ class Judge(nn.Module):
 
     @torch.no_grad()
     def read(self, pixels: np.ndarray) -> list[dict]:
-        """uint8 (N, H, W, 3) -> per image: colour, shape, background, cx, cy, radius, position and size words."""
+        """uint8 (N, H, W, 3) -> per image: colour, shape, background, (texture,) cx, cy, radius, position and size
+        words."""
         logits, geo, _ = self(torch.from_numpy(data.to_tensor_range(pixels)))
         geo = (geo * data.IMAGE_SIZE).numpy()
         out = []
@@ -58,27 +63,37 @@ class Judge(nn.Module):
         return {**reads[0], "direction": direction}
 
 
-def _targets(scenes):
-    cls = {k: torch.tensor([v.index(getattr(s, k)) for s in scenes]) for k, v in HEADS.items()}
+    def accuracy(self, pixels: np.ndarray, scenes: list) -> dict[str, float]:
+        """Per attribute the judge reads (texture only with its head), the fraction of samples read as drawn."""
+        reads = self.read(pixels)
+        truth = {k: [getattr(s, k) for s in scenes] for k in self.heads}
+        truth.update(position=[s.position_word for s in scenes], size=[s.size_word for s in scenes])
+        return {k: float(np.mean([r[k] == v for r, v in zip(reads, values)])) for k, values in truth.items()}
+
+
+def _targets(scenes, heads):
+    cls = {k: torch.tensor([HEADS[k].index(getattr(s, k)) for s in scenes]) for k in heads}
     geo = torch.tensor([[s.cx, s.cy, s.radius] for s in scenes], dtype=torch.float32) / data.IMAGE_SIZE
     return cls, geo
 
 
-def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3):
+def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, textured: bool = False):
+    """`textured`: on textured data (a quarter of it plain), with the texture head; its own seed stream."""
     from .train import pixel_batch
     from ..training import run_training
-    judge = Judge()
+    judge = Judge(texture=textured)
     gen = torch.Generator().manual_seed(1)
+    seed_offset = data.SEEDS["judge-texture" if textured else "judge"]
 
     def loss_fn(step):
-        x, scenes, _ = pixel_batch(step, batch_size, seed_offset=data.SEEDS["judge"])
+        x, scenes, _ = pixel_batch(step, batch_size, seed_offset=seed_offset, textured=textured)
         # robustness to what generators draw: slight blur and noise on part of the batch
         blur = torch.rand(batch_size, 1, 1, 1, generator=gen) < 0.3
         x = torch.where(blur, F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), x)
         x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
         logits, geo, _ = judge(x)
-        cls, geo_t = _targets(scenes)
-        return sum(F.cross_entropy(logits[k], cls[k]) for k in HEADS) + 20 * F.mse_loss(geo, geo_t)
+        cls, geo_t = _targets(scenes, judge.heads)
+        return sum(F.cross_entropy(logits[k], cls[k]) for k in judge.heads) + 20 * F.mse_loss(geo, geo_t)
 
     state = run_training("judge", judge, loss_fn, steps, run_dir, lr=lr, warmup=100, ema_decay=0.99)
     judge.load_state_dict(state)
@@ -93,6 +108,7 @@ def load_judge(path: Path) -> Judge:
     if not path.exists():
         raise FileNotFoundError(f"judge weights not found at {path}; run `python -m flexi_core train --model judge "
                                 f"--export`")
-    judge = Judge()
-    judge.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+    state = {k: v.float() for k, v in load_file(path).items()}
+    judge = Judge(texture="heads.texture.weight" in state)  # the shipped judge has no texture head
+    judge.load_state_dict(state)
     return judge.eval()

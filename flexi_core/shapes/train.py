@@ -15,18 +15,19 @@ from ..errors import FlexiDiTError
 from ..training import Conditioner, disable_builtin_label_dropout, load_ema, run_training
 
 
-def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = False, paraphrase: float = 0.0):
+def numpy_batch(step: int, batch_size: int, seed_offset: int, video: bool = False, paraphrase: float = 0.0,
+                textured: bool = False):
     """Fresh procedural samples for a training step: (pixels in [-1, 1] as numpy, scenes, captions).
 
     Torch-free, so that worker processes forked from a process that already runs torch's thread pool never touch it."""
     seeds = seed_offset + step * batch_size + np.arange(batch_size)
-    pixels, scenes, captions = data.batch(seeds, video=video, paraphrase=paraphrase)
+    pixels, scenes, captions = data.batch(seeds, video=video, paraphrase=paraphrase, textured=textured)
     # contiguous: a strided view and its pickled (contiguous) copy would convolve with different rounding
     return np.ascontiguousarray(data.to_tensor_range(pixels)), scenes, captions
 
 
-def pixel_batch(step: int, batch_size: int, seed_offset: int, video: bool = False):
-    pixels, scenes, captions = numpy_batch(step, batch_size, seed_offset, video)
+def pixel_batch(step: int, batch_size: int, seed_offset: int, video: bool = False, textured: bool = False):
+    pixels, scenes, captions = numpy_batch(step, batch_size, seed_offset, video, textured=textured)
     return torch.from_numpy(pixels), scenes, captions
 
 
