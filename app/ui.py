@@ -407,15 +407,16 @@ class FlexiDiTApp:
                     " *(from the architecture; the weights are not available here)*")
         return model.flops_of(), model.flexible.patches, ""
 
-    def schedule(self, model_name, variant, weak_mode, steps, guidance, budget):
+    def schedule(self, model_name, variant, weak_mode, steps, guidance, budget, sampler=None):
         """The schedule the budget implies, as one line (warnings instead of errors: this runs while typing).
         Uses flexi_core's schedule_for_budget, which is what sampling.budget_schedule runs on a loaded model."""
         from flexi_core.schedule import Schedule, schedule_for_budget, total_flops
         try:
-            run = run_inputs(model_name, None, None, 0, steps, guidance, variant, weak_mode)
+            run = run_inputs(model_name, None, None, 0, steps, guidance, variant, weak_mode, sampler)
             fraction = _budget(budget)
             flops_of, patches, note = self._flops_context(run.spec, run.variant, run.weak_mode)
-            sched = schedule_for_budget(fraction, run.steps, flops_of, run.guided, run.weak_mode, run.lead)
+            sched = schedule_for_budget(fraction, run.steps, flops_of, run.guided, run.weak_mode, run.lead,
+                                        run.sampler)
             flexible = total_flops(sched, flops_of, run.guided)
             static = total_flops(Schedule.static(run.steps, run.weak_mode), flops_of, run.guided)
         except (FlexiDiTError, ModelUnavailable) as e:
@@ -589,7 +590,7 @@ class FlexiDiTApp:
         usable, skipped = [], []
         for b in chosen:
             try:
-                budget_schedule(model, b / 100, steps, run.guidance, run.weak_mode)
+                budget_schedule(model, b / 100, steps, run.guidance, run.weak_mode, sampler=run.sampler)
                 usable.append(b / 100)
             except FlexiDiTError as e:
                 skipped.append(f"{b:g}%: {user_message(e)}")
@@ -835,7 +836,8 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
         gr.on([demo.load, model_name.change, variant.change], _light(app.model_status), [model_name, variant],
               model_md, api_name="model_status", show_progress="minimal", **light)
         gr.on([demo.load, model_name.change, variant.change, weak_mode.change, steps.change, guidance.change,
-               budget.change], _light(app.schedule), [model_name, variant, weak_mode, steps, guidance, budget],
+               budget.change, sampler.change], _light(app.schedule),
+              [model_name, variant, weak_mode, steps, guidance, budget, sampler],
               preview, api_name="schedule", show_progress="hidden", **light)
         gr.on([demo.load, model_name.change, variant.change, weak_mode.change], _light(app.fit_budget),
               [model_name, variant, weak_mode, guidance, budget], budget, api_name="fit_budget",

@@ -35,6 +35,8 @@ def cmd_train(args):
         from .shapes import judge
         if args.model == "judge-texture":
             given["textured"] = True
+        if args.init_from is not None:
+            given["init_from"] = args.init_from
         judge.train_judge(run_dir, **given)
         if args.export:
             judge.export_judge(run_dir, registry.ASSETS / "judge.safetensors")
@@ -327,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", action="store_true", help="write the EMA weights (fp16) to assets/ when done")
     p.add_argument("--device", default="cpu", help="cpu or cuda (base transformers)")
     p.add_argument("--init-from", type=Path, help="with an empty --run-dir: start a new leg from exported weights "
-                   "(a transformer folder or .safetensors file) instead of from scratch; fresh optimizer and schedule")
+                   "(a transformer folder or .safetensors file; a judge file for judge jobs) instead of from "
+                   "scratch; fresh optimizer and schedule")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)

@@ -109,11 +109,12 @@ def make_scheduler(model: LoadedModel, sampler: str = "ddim"):
 
 
 def budget_schedule(model: LoadedModel, budget: float, steps: int, guidance: float,
-                    weak_mode: str | None = None, lead: int | None = None) -> Schedule:
-    """The budget's schedule; `lead` leading native steps, by default the model's measured number."""
+                    weak_mode: str | None = None, lead: int | None = None, sampler: str | None = None) -> Schedule:
+    """The budget's schedule; `lead` leading native steps, by default the model's measured number; `sampler` (the
+    split depends on it), by default the model's."""
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, weak_mode=weak_mode,
-                   lead=lead)
-    return schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode, run.lead)
+                   lead=lead, sampler=sampler)
+    return schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode, run.lead, run.sampler)
 
 
 def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> int:

@@ -104,11 +104,13 @@ def total_flops(schedule: Schedule, flops_of: dict, guidance: bool) -> int:
 # Measured on the shipped shapes model (25 DDIM steps, 256 samples, ~56% of the static FLOPs): 10/10 87.1% judged
 # correct, 12/8 93.8%, 14/6 94.1%, 16/4 93.4%, 20/0 84.8% (static 94.5%); see assets/README.md.
 UNCOND_WEAK_FACTOR = 2
-# ... but it keeps at least NATIVE_UNCOND_SHARE of the conditional pass's native steps: without a native guidance
-# base at the end, few-step samples collapse. Measured (64 samples, LoRA, 10 DPM-Solver++ steps, equal FLOPs): at
-# 37% shapes 2/1 62.5% vs 3/0 46.9%, shapes-text 1/1 90.6% vs 2/0 46.9%; at 52-55% shapes 5/2 93.8%, 6/1 95.3%,
-# 7/0 90.6%; shapes-text 5/2 96.9%, 7/0 98.4% (assets/README.md, "the budget rule").
-NATIVE_UNCOND_SHARE = 0.5
+# ... but with DPM-Solver++ it keeps at least NATIVE_UNCOND_SHARE[sampler] of the conditional pass's native steps.
+# Its multistep updates reuse the previous prediction, and without a native guidance base at the end few-step
+# samples collapse; DDIM's single-step updates do not. Measured (64 samples, LoRA, equal FLOPs; assets/README.md,
+# "the budget rule"): DPM-Solver++ 10 steps at 37%: shapes 2/1 62.5% vs 3/0 46.9%, shapes-text 1/1 90.6% vs 2/0
+# 46.9%; 6 steps at 39%: shapes 1/1 67.2% vs 2/0 28.1%; at 52% shapes 5/2 93.8%, 6/1 95.3%, 7/0 90.6%. DDIM 8 steps
+# at 36%: shapes 2/0 59.4% vs 1/1 40.6%. DDPM (single-step, like DDIM) is not measured and keeps the paper's rule.
+NATIVE_UNCOND_SHARE = {"dpm": 0.5, "ddim": 0.0, "ddpm": 0.0}
 
 
 # Measured on shapes-video, spatial, 25 steps (judged correct; static 98.0%): at 55% 3 leading native steps and 8 at
@@ -117,16 +119,16 @@ NATIVE_UNCOND_SHARE = 0.5
 LEAD_END_FACTOR = 2
 
 
-def most_weak_uncond(steps: int, weak_cond: int) -> int:
+def most_weak_uncond(steps: int, weak_cond: int, sampler: str = "ddim") -> int:
     """The most weak unconditional steps a guided budget schedule with `weak_cond` weak conditional ones takes."""
-    native_cond = steps - weak_cond
-    return min(steps, UNCOND_WEAK_FACTOR * weak_cond, steps - math.floor(NATIVE_UNCOND_SHARE * native_cond))
+    native_kept = math.floor(NATIVE_UNCOND_SHARE[sampler] * (steps - weak_cond))
+    return min(steps, UNCOND_WEAK_FACTOR * weak_cond, steps - native_kept)
 
 
 def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: bool, weak_mode: str = "weak",
-                        lead: int = 0) -> Schedule:
+                        lead: int = 0, sampler: str = "ddim") -> Schedule:
     """Within `budget` x the static FLOPs: the fewest weak conditional steps w, then the fewest weak unconditional
-    steps in [w, most_weak_uncond(steps, w)] (without guidance there is no unconditional pass). Leading native steps
+    steps in [w, most_weak_uncond(steps, w, sampler)] (without guidance there is no unconditional pass). Leading native steps
     never displace the native ones at the end, which matter more (the reverse schedule is clearly worse): a budget
     gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at the end."""
     if isinstance(budget, Real) and math.isnan(budget):
@@ -139,7 +141,7 @@ def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: boo
             steps, steps - weak_cond, steps - weak_uncond, weak_mode, lead=lead_steps)
         fits = lambda weak_cond, weak_uncond: total_flops(make(weak_cond, weak_uncond), flops_of, guidance) <= limit
         for weak_cond in range(steps + 1):
-            most_uncond = most_weak_uncond(steps, weak_cond) if guidance else weak_cond
+            most_uncond = most_weak_uncond(steps, weak_cond, sampler) if guidance else weak_cond
             if fits(weak_cond, most_uncond):
                 weak_uncond = next(w for w in range(weak_cond, most_uncond + 1) if fits(weak_cond, w))
                 if steps - weak_cond >= LEAD_END_FACTOR * lead_steps:

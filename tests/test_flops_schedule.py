@@ -53,11 +53,12 @@ FLOPS_OF = {"native": 100, "weak": 23}
 
 @pytest.mark.parametrize("guidance", [False, True])
 @pytest.mark.parametrize("lead", [0, 6])
-def test_budget_never_exceeded_and_monotone(guidance, lead):
+@pytest.mark.parametrize("sampler", ["ddim", "dpm"])
+def test_budget_never_exceeded_and_monotone(guidance, lead, sampler):
     steps, previous = 50, -1
     static = total_flops(Schedule.static(steps), FLOPS_OF, guidance)
     for b in [i / 100 for i in range(24, 101)]:
-        s = schedule_for_budget(b, steps, FLOPS_OF, guidance, lead=lead)
+        s = schedule_for_budget(b, steps, FLOPS_OF, guidance, lead=lead, sampler=sampler)
         used = total_flops(s, FLOPS_OF, guidance)
         assert used <= b * static + 1e-9
         assert used >= previous  # more budget never buys fewer native steps
@@ -67,7 +68,7 @@ def test_budget_never_exceeded_and_monotone(guidance, lead):
             assert weak_uncond == weak_cond
             continue
         assert weak_cond <= weak_uncond <= min(steps, UNCOND_WEAK_FACTOR * weak_cond)
-        assert s.native_uncond >= int(NATIVE_UNCOND_SHARE * s.native_cond)  # a native guidance base at the end
+        assert s.native_uncond >= int(NATIVE_UNCOND_SHARE[sampler] * s.native_cond)  # a native guidance base
         # and it is the best one: one more native conditional step (even with the unconditional pass as weak as
         # allowed) or one more native unconditional step would break the budget
         over = lambda wc, wu, lead=s.lead: total_flops(  # noqa: E731
@@ -75,9 +76,9 @@ def test_budget_never_exceeded_and_monotone(guidance, lead):
         assert LEAD_END_FACTOR * s.lead <= s.native_cond  # leading native steps never displace the native end
         if s.lead < lead:  # ... and there are as many as the budget allows under that rule
             longer = steps - LEAD_END_FACTOR * (s.lead + 1)
-            assert over(longer, most_weak_uncond(steps, longer), s.lead + 1)
+            assert over(longer, most_weak_uncond(steps, longer, sampler), s.lead + 1)
         if weak_cond > 0:
-            assert over(weak_cond - 1, most_weak_uncond(steps, weak_cond - 1))
+            assert over(weak_cond - 1, most_weak_uncond(steps, weak_cond - 1, sampler))
         if weak_uncond > weak_cond:
             assert over(weak_cond, weak_uncond - 1)
     assert schedule_for_budget(1.0, steps, FLOPS_OF, guidance).weak_steps == 0
@@ -87,9 +88,11 @@ def test_guided_schedules_keep_the_unconditional_pass_weak_longer():
     """The paper's x/y schedules: at 56% of the FLOPs the conditional pass runs native for more steps than the
     unconditional one; with the budget the weak model alone costs, both are weak throughout."""
     s = schedule_for_budget(0.56, 25, FLOPS_OF, True)
-    assert s.native_cond > s.native_uncond and s.label == "14/7"  # weak: 11 conditional, 18 unconditional steps
-    # ... but never without a native guidance base at the end: 3/0 and 2/0 collapse few-step samples
-    assert schedule_for_budget(0.4, 10, FLOPS_OF, True).label == "3/1"
+    assert s.native_cond > s.native_uncond and s.label == "15/6"  # weak: 10 conditional, 19 unconditional steps
+    assert schedule_for_budget(0.4, 10, FLOPS_OF, True).label == "4/0"
+    # ... with DPM-Solver++ never without a native guidance base at the end: 3/0 and 2/0 collapse few-step samples
+    assert schedule_for_budget(0.56, 25, FLOPS_OF, True, sampler="dpm").label == "14/7"
+    assert schedule_for_budget(0.4, 10, FLOPS_OF, True, sampler="dpm").label == "3/1"
     assert schedule_for_budget(0.23, 25, FLOPS_OF, True).label == "0/0"
     assert schedule_for_budget(1.0, 25, FLOPS_OF, True).label == "25/25"
 
@@ -121,8 +124,8 @@ def test_leading_native_steps_come_before_the_weak_ones_in_both_passes():
     reverse = Schedule(10, 4, 1, lead=2, weak_last=True)  # the same steps, in reverse order
     assert [reverse.modes(i) for i in range(10)] == [s.modes(9 - i) for i in range(10)]
     assert Schedule(10, 10, 10, lead=2).label == "10/10" and Schedule(10, 9, 9, lead=3).label == "9/9 after 1 native"
-    fitted = schedule_for_budget(0.45, 10, FLOPS_OF, True, lead=3)  # the budget cannot pay for 3 leading steps
-    assert fitted.lead == 1 and fitted.label == "2/1 after 1 native"
+    fitted = schedule_for_budget(0.4, 10, FLOPS_OF, True, lead=3)  # the budget cannot pay for 3 leading steps
+    assert fitted.lead == 1 and fitted.label == "2/0 after 1 native"
     assert schedule_for_budget(0.3, 10, FLOPS_OF, True, lead=3).label == "1/0"  # not "0/0 after 1 native"
     with pytest.raises(ValueError):
         Schedule(10, 4, 1, lead=11)

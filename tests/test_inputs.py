@@ -39,7 +39,7 @@ def shapes(tiny_assets):
     ("seed", True, f"seed must be a whole number from 0 to {SEED_MAX}, got True"),
     ("steps", True, "steps must be a whole number from 1 to 1000, got True"),
     ("steps", 2.0, "steps must be a whole number from 1 to 1000, got 2.0"),
-    ("lead", False, "lead must be a whole number from 0 to 50, got False"),
+    ("lead", False, "lead must be a whole number from 0 to 10, got False"),
     ("guidance", True, "guidance must be a number from 0 to 30, got True"),
     ("guidance", float("nan"), "guidance must be a number from 0 to 30, got nan"),
     ("weak_mode", "diagonal", "weak mode must be one of ['weak'], not 'diagonal'"),

@@ -1,5 +1,6 @@
 """Textured procedural data (fine detail for the late denoising steps) and the judge's texture head."""
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,17 @@ def test_shipped_judge_has_no_texture_head(tmp_path):
     export_judge(tmp_path, tmp_path / "judge.safetensors")
     textured = load_judge(tmp_path / "judge.safetensors")
     assert textured.read(pixels[:1])[0]["texture"] in data.TEXTURES
+
+
+def test_texture_judge_trains_from_the_shipped_one(monkeypatch, tmp_path):
+    from flexi_core import cli
+    from flexi_core.shapes import judge
+    shipped = ASSETS / "judge.safetensors"
+    # one step at a vanishing learning rate: what comes out is the shipped judge plus a (fresh) texture head
+    trained = judge.train_judge(tmp_path / "run", steps=1, batch_size=4, lr=1e-9, textured=True, init_from=shipped)
+    pixels, scenes, _ = data.batch(range(95_000_000, 95_000_064))
+    assert "texture" in trained.heads and trained.eval().accuracy(pixels, scenes)["colour"] >= 0.95
+    calls = {}
+    monkeypatch.setattr(judge, "train_judge", lambda run_dir, **kw: calls.update(kw, run_dir=run_dir))
+    cli.main(["train", "--model", "judge-texture", "--init-from", str(shipped), "--threads", "1"])
+    assert calls == {"textured": True, "init_from": shipped, "run_dir": Path("runs/judge-texture")}

@@ -190,7 +190,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
             static_run = add(model, "-", "static", 1.0, static)
         for budget in [b for b in budgets if b < 1]:
             try:
-                schedule = budget_schedule(model, budget, steps, guidance, mode, lead)
+                schedule = budget_schedule(model, budget, steps, guidance, mode, lead, sampler)
             except ValueError:  # below the weak model's own cost: not reachable by FlexiDiT
                 continue
             add(model, variant, "FlexiDiT", budget, schedule)

@@ -96,7 +96,7 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
             same_steps, same_run = static(steps_n)
             for budget in [b for b in budgets if b < 1]:
                 try:
-                    schedule = budget_schedule(model, budget, steps_n, setting.guidance, mode, lead)
+                    schedule = budget_schedule(model, budget, steps_n, setting.guidance, mode, lead, sampler)
                 except ValueError:  # below the weak model's own cost, or a lead longer than the steps
                     continue
                 pixels, flops, seconds = setting.run(model, condition, schedule, f"{variant} {steps_n} {budget}")

@@ -77,11 +77,15 @@ def _targets(scenes, heads):
     return cls, geo
 
 
-def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, textured: bool = False):
-    """`textured`: on textured data (a quarter of it plain), with the texture head; its own seed stream."""
+def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, textured: bool = False,
+                init_from: Path | None = None):
+    """`textured`: on textured data (a quarter of it plain), with the texture head; its own seed stream.
+    `init_from`: start from an exported judge (e.g. the shipped one; a texture head it lacks starts fresh)."""
     from .train import pixel_batch
     from ..training import run_training
     judge = Judge(texture=textured)
+    if init_from is not None:
+        judge.load_state_dict(load_judge(init_from).state_dict(), strict=False)
     gen = torch.Generator().manual_seed(1)
     seed_offset = data.SEEDS["judge-texture" if textured else "judge"]
 
