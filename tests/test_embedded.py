@@ -96,3 +96,19 @@ def test_paraphrased_evaluation_names_every_object_in_other_words():
     assert not trained & held_out
     with pytest.raises(ValueError, match="class-conditioned"):
         evaluate("shapes", n=2, paraphrase="trained")
+
+
+def test_built_in_examples_draw_the_same_scene_flexibly():
+    """The app's examples at the models' defaults (seed 0): the judge reads the same colour, shape and background
+    (video: direction) on the flexible sample as on the static one, so no example shows a different scene."""
+    from app.ui import EXAMPLES
+    from flexi_core.shapes.evaluate import SAME_READING
+    from flexi_core.shapes.reading import read
+    judge = load_judge(ASSETS / "judge.safetensors")
+    for name, label, prompt in EXAMPLES:
+        model = load_model(name, "lora")
+        result = generate(model, seed=0, **({"class_label": label} if model.spec.conditioning == "class"
+                                            else {"prompt": prompt}))
+        static, flexible = (read(judge, model.spec, s.pixels) for s in (result.static, result.flexible))
+        keys = SAME_READING[model.spec.modality]
+        assert [static[k] for k in keys] == [flexible[k] for k in keys], (name, label, prompt, static, flexible)
