@@ -31,7 +31,7 @@ from pathlib import Path
 import gradio as gr
 
 from flexi_core.errors import FlexiDiTError
-from flexi_core.inputs import DEFAULT_BUDGET, SAMPLERS, Settings, settings
+from flexi_core.inputs import SAMPLERS, Settings, settings
 from flexi_core.registry import SPECS, get_spec
 
 from . import plots
@@ -376,6 +376,7 @@ class FlexiDiTApp:
             gr.update(visible=is_video),
             gr.update(visible=not is_video),
             gr.update(visible=is_video),
+            gr.update(value=round(100 * spec.budget)),  # fit_budget runs next: the floor of the weak mode shown
         )
 
     def model_status(self, model_name, variant):
@@ -706,7 +707,7 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                                                          "background (and for video, where it moves)",
                                     placeholder="a large red circle in the centre on a black background",
                                     visible=False, max_lines=2, max_length=500, elem_id="prompt")
-                budget = gr.Slider(5, 100, value=round(100 * DEFAULT_BUDGET), step=1, elem_id="budget",
+                budget = gr.Slider(5, 100, value=round(100 * spec.budget), step=1, elem_id="budget",
                                    label="Compute budget (% of the static FLOPs)",
                                    info="100% = the ordinary (static) sampler; lower = more of the early steps "
                                         "run with big, cheap patches")
@@ -830,18 +831,19 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
         # (Gradio's own range checks would answer 'Value 0 is less than minimum value 5')
         heavy = dict(concurrency_id="model", concurrency_limit=concurrency, show_progress="full", preprocess=False)
         light = dict(concurrency_limit=None, preprocess=False)
+        fit_budget = (_light(app.fit_budget), [model_name, variant, weak_mode, guidance, budget], budget)
         gr.on([demo.load, model_name.change], _light(app.model_controls), [model_name, class_label],
-              [class_label, prompt, weak_mode, steps, guidance, sampler, video_row, slider, sheet_row],
-              api_name="model_controls", show_progress="hidden", **light)
+              [class_label, prompt, weak_mode, steps, guidance, sampler, video_row, slider, sheet_row, budget],
+              api_name="model_controls", show_progress="hidden", **light) \
+            .then(*fit_budget, api_name="model_budget", api_visibility="private", show_progress="hidden", **light)
         gr.on([demo.load, model_name.change, variant.change], _light(app.model_status), [model_name, variant],
               model_md, api_name="model_status", show_progress="minimal", **light)
         gr.on([demo.load, model_name.change, variant.change, weak_mode.change, steps.change, guidance.change,
                budget.change, sampler.change], _light(app.schedule),
               [model_name, variant, weak_mode, steps, guidance, budget, sampler],
               preview, api_name="schedule", show_progress="hidden", **light)
-        gr.on([demo.load, model_name.change, variant.change, weak_mode.change], _light(app.fit_budget),
-              [model_name, variant, weak_mode, guidance, budget], budget, api_name="fit_budget",
-              show_progress="hidden", **light)
+        gr.on([variant.change, weak_mode.change], *fit_budget, api_name="fit_budget", show_progress="hidden",
+              **light)
         gr.on([demo.load, model_name.change, sampler.change, weak_mode.change], _light(app.frontier),
               [model_name, sampler, weak_mode], [frontier_plot, frontier_md], api_name="frontier",
               show_progress="hidden", **light)

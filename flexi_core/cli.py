@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import FlexiDiTError, message
-from .inputs import DEFAULT_BUDGET, SAMPLERS
+from .inputs import SAMPLERS
 
 
 def cmd_train(args):
@@ -161,7 +161,7 @@ def cmd_generate(args):
     stem = f"{model.spec.name}-seed{args.seed}"
     files = {name: str(save_media(run.pixels, out / f"{stem}-{name.replace('_', '-')}"))
              for name, run in result.runs.items()}
-    report = result.report(model, files=files, seed=args.seed, budget=args.budget)
+    report = result.report(model, files=files, seed=args.seed)
     flex, static, fewer = result.flexible, result.static, result.fewer
     summary = f"flexible: {flex.flops / 1e9:.3f} GFLOPs, {flex.seconds:.2f} s ({flex.schedule.weak_steps} weak steps)"
     if static:
@@ -343,8 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--class-label", help="class name or index (class-conditioned models)")
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
-                   help=f"fraction of the static FLOPs, in (0, 1] (default {DEFAULT_BUDGET})")
+    p.add_argument("--budget", type=float, help="fraction of the static FLOPs, in (0, 1] (default: the model's)")
     p.add_argument("--schedule", help="explicit 'x/y': native model for the last x conditional / y unconditional "
                                       "steps (overrides --budget)")
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")

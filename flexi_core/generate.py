@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import FlexiDiTError
-from .inputs import DEFAULT_BUDGET, Settings, settings
+from .inputs import Settings, settings
 from .loading import LoadedModel
 from .metrics import psnr, ssim
 from .sampling import Condition, Sample, decoded, denoise, encode_condition
@@ -45,6 +45,7 @@ class Comparison:
     fewer: Sample | None = None
     guidance: float | None = None
     sampler: str | None = None
+    budget: float | None = None  # what was asked (None with an explicit schedule)
 
     @property
     def flops_ratio(self) -> float | None:
@@ -65,13 +66,13 @@ class Comparison:
 
     def report(self, model: LoadedModel, **request) -> dict:
         """Everything a JSON report says about this comparison (`generate --json`); `request` adds the caller's
-        settings (seed, budget, files). For the embedded models, what the judge reads in each sample."""
+        settings (seed, files). For the embedded models, what the judge reads in each sample."""
         flex, static, fewer = self.flexible, self.static, self.fewer
         from .shapes.reading import judge_readings
         return {
             "model": model.spec.name, "modality": model.spec.modality, "variant": model.variant,
             "condition": self.condition_text, "steps": flex.schedule.steps, "guidance": self.guidance,
-            "sampler": self.sampler, **request,
+            "sampler": self.sampler, "budget": self.budget, **request,
             "schedule_label": flex.schedule.label, "weak_steps": flex.schedule.weak_steps,
             "lead_steps": flex.schedule.lead_steps,
             "schedule": [list(r.cond_patch) for r in flex.records],
@@ -112,7 +113,7 @@ def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
     return float(max(ratio - low, high - ratio))
 
 
-def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float = DEFAULT_BUDGET, steps: int | None = None,
+def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float | None = None, steps: int | None = None,
              seed: int = 0, guidance: float | None = None, sampler: str | None = None, weak_mode: str | None = None,
              lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
              fewer_steps: bool = False, progress=None) -> Comparison:
@@ -127,6 +128,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, seed=seed,
                    weak_mode=weak_mode, lead=lead, sampler=sampler)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
+    budget = None if schedule is not None else model.spec.budget if budget is None else budget
     schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
                                                run.lead, run.sampler)
     schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}
@@ -138,7 +140,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
             schedules["fewer steps"] = Schedule.static(steps_fewer, run.weak_mode)
     samples = interleaved(model, condition, schedules, run, progress)
     return Comparison(samples["flexible"], samples.get("static"), condition.text, samples.get("fewer steps"),
-                      run.guidance, run.sampler)
+                      run.guidance, run.sampler, budget)
 
 
 def interleaved(model: LoadedModel, condition: Condition, schedules: dict[str, Schedule], run: Settings,

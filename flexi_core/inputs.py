@@ -20,9 +20,6 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 30
 MAX_SEED = 2 ** 63 - 1
 MAX_PROMPT_CHARS = 500
-# The budget a run takes when none is given (CLI, pipeline, app): where FlexiDiT pays at the embedded models' default
-# steps, within 2 points of static and above taking fewer steps at equal FLOPs (assets/README.md, the frontier).
-DEFAULT_BUDGET = 0.55
 
 
 def whole(value, what: str, low: int, high: int) -> int:

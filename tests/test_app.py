@@ -69,18 +69,19 @@ def test_model_status_loads_embedded_and_explains_missing_weights(served, refere
         assert "not available offline" in client.predict(name, "lora", api_name="/model_status")
 
 
-@pytest.mark.parametrize("name,weak_mode,budget", [("shapes", "temporal", 55), ("shapes", "temporal", 100),
-                                                    ("shapes-video", "spatial", 60)])
-def test_schedule_preview_is_flexi_cores_schedule(served, reference, name, weak_mode, budget):
+@pytest.mark.parametrize("name,weak_mode,budget,sampler", [
+    ("shapes", "temporal", 55, "ddim"), ("shapes", "temporal", 40, "dpm"), ("shapes", "temporal", 100, "dpm"),
+    ("shapes-video", "spatial", 60, "ddim")])
+def test_schedule_preview_is_flexi_cores_schedule(served, reference, name, weak_mode, budget, sampler):
     from flexi_core.sampling import budget_schedule, schedule_flops
     from flexi_core.schedule import Schedule
     _, client = served
     model = reference(name)
     mode = weak_mode if weak_mode in model.flexible.weak_modes else None
-    schedule = budget_schedule(model, budget / 100, STEPS, 4.0, mode)
+    schedule = budget_schedule(model, budget / 100, STEPS, 4.0, mode, sampler=sampler)  # the split follows it
     static = schedule_flops(model, Schedule.static(STEPS, schedule.weak_mode), 4.0)
     share = 100 * schedule_flops(model, schedule, 4.0) / static
-    text = client.predict(name, "lora", weak_mode, STEPS, 4.0, budget, api_name="/schedule")
+    text = client.predict(name, "lora", weak_mode, STEPS, 4.0, budget, sampler, api_name="/schedule")
     assert f"{schedule.weak_steps} of {STEPS} steps weak → {share:.0f}% of static FLOPs" in text
     if 0 < schedule.weak_steps < STEPS:  # the sentence names every run of steps, leading native ones included
         assert all(f"steps {first}-{last}" in text.lower() or f"step {first} " in text.lower()
@@ -129,7 +130,7 @@ def test_generate_matches_flexi_core(served, reference, name, condition, weak_mo
     model = reference(name)
     mode = weak_mode if weak_mode in model.flexible.weak_modes else None
     ref = generate(model, **condition, budget=budget / 100, steps=STEPS, seed=seed, guidance=4.0, weak_mode=mode,
-                   fewer_steps=True)
+                   sampler=args[-1], fewer_steps=True)
 
     # the third result: the static model with fewer steps, never more FLOPs than the flexible run, and what the judge
     # reads in each of the three (the embedded models' judge; a random one in these tiny assets)
