@@ -22,6 +22,7 @@ CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chro
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 README_SCREENSHOT = ROOT / "docs" / "screenshot-app.png"
+FRONTIER_SCREENSHOT = ROOT / "docs" / "screenshot-frontier.png"
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -58,9 +59,10 @@ def test_budget_generate_and_screenshot(tiny_assets, tmp_path):
     from flexi_core.registry import get_spec
     from flexi_core.sampling import budget_schedule
     assets = os.environ.get("FLEXIDIT_TEST_ASSETS") or tiny_assets
-    screenshot = README_SCREENSHOT if os.environ.get("FLEXIDIT_TEST_ASSETS") else tmp_path / "screenshot-app.png"
-    spec = get_spec("shapes")  # the page's default model
-    budget = 40
+    shots = (README_SCREENSHOT, FRONTIER_SCREENSHOT) if os.environ.get("FLEXIDIT_TEST_ASSETS") else \
+        (tmp_path / "screenshot-app.png", tmp_path / "screenshot-frontier.png")
+    spec = get_spec("shapes")  # the page's default model, at its defaults
+    budget = round(100 * spec.budget)  # the default, typed in as a visitor would
     expected = budget_schedule(load_model(spec.name, assets=Path(assets), merged=spec.embedded), budget / 100,
                                spec.steps, spec.guidance)
     with app_page(assets) as page:
@@ -88,9 +90,18 @@ def test_budget_generate_and_screenshot(tiny_assets, tmp_path):
         expect(page.locator("#fewer-steps img")).to_have_count(1, timeout=30_000)
         for pane in ("#static-stats", "#flexible-stats", "#fewer-stats"):
             expect(page.locator(pane)).to_contain_text("judge:")
-        screenshot.parent.mkdir(exist_ok=True)
-        page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 10_000
+        shots[0].parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shots[0]), full_page=True)
+
+        # the Budget sweep tab shows the model's shipped frontier for the page's sampler, with its command
+        page.get_by_role("tab", name="Budget sweep").click()
+        frontier = page.locator("#frontier-plot img")
+        expect(frontier).to_have_count(1, timeout=30_000)
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=frontier.element_handle(),
+                               timeout=30_000)
+        expect(page.locator("#frontier-note")).to_contain_text(f"--sampler {spec.sampler}")
+        page.screenshot(path=str(shots[1]), full_page=True)
+    assert all(shot.stat().st_size > 10_000 for shot in shots)
 
 
 HTML_PROMPT = "<img src=x> **bold** [link](javascript:alert(1))"
