@@ -50,8 +50,8 @@ def test_generate_leads_with_native_steps(tmp_path, tiny_assets):
     def schedule(*extra):
         report = tmp_path / "r.json"
         r = run_cli(["generate", "--model", "shapes-video", "--prompt", "a red circle moving left", "--weak-mode",
-                 "spatial", "--budget", "0.7", "--steps", "8", "--out-dir", str(tmp_path), "--json", str(report),
-                 *extra], tiny_assets)
+                 "spatial", "--budget", "0.7", "--steps", "8", "--sampler", "ddim", "--out-dir", str(tmp_path),
+                 "--json", str(report), *extra], tiny_assets)
         assert r.returncode == 0, r.stderr
         return json.loads(report.read_text())
     native, weak = [1, 2, 2], [1, 4, 4]
