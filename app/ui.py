@@ -504,7 +504,8 @@ class FlexiDiTApp:
         progress(0, desc=f"loading {spec.name}")
         model = self.models.get(spec.name, run.variant)
         result = generate(model, **run.condition, budget=fraction, steps=steps, seed=seed, guidance=guidance,
-                          sampler=run.sampler, weak_mode=mode, compare=True, fewer_steps=True, progress=self._progress(progress))
+                          sampler=run.sampler, weak_mode=mode, compare=True, fewer_steps=True,
+                          progress=self._progress(progress))
         static, flexible, fewer = result.static, result.flexible, result.fewer
         agreement = result.agreement
         judged = _judge_lines(model, result, self.models.assets)
@@ -513,7 +514,8 @@ class FlexiDiTApp:
         verdict, time_note = _time_notes(static.seconds, flexible.seconds, flops_saving)
         raw = {"model": spec.name, "variant": model.variant, "device": model.device_name,
                "condition": result.condition_text, "seed": seed, "steps": steps, "guidance": guidance,
-               "sampler": run.sampler, "budget_percent": budget, "weak_mode": mode, "flexify_trained": model.flexify_trained,
+               "sampler": run.sampler, "budget_percent": budget, "weak_mode": mode,
+               "flexify_trained": model.flexify_trained,
                "flops_ratio": result.flops_ratio, "flops_saving_percent": flops_saving,
                "time_saving_percent": _finite(time_saving), "time_verdict": verdict,
                "agreement": {"psnr": _finite(agreement["psnr"]), "ssim": agreement["ssim"],

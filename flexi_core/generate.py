@@ -113,10 +113,10 @@ def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
     return float(max(ratio - low, high - ratio))
 
 
-def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float | None = None, steps: int | None = None,
-             seed: int = 0, guidance: float | None = None, sampler: str | None = None, weak_mode: str | None = None,
-             lead: int | None = None, schedule: Schedule | None = None, compare: bool = True,
-             fewer_steps: bool = False, progress=None) -> Comparison:
+def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float | None = None,
+             steps: int | None = None, seed: int = 0, guidance: float | None = None, sampler: str | None = None,
+             weak_mode: str | None = None, lead: int | None = None, schedule: Schedule | None = None,
+             compare: bool = True, fewer_steps: bool = False, progress=None) -> Comparison:
     """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one, and
     with `fewer_steps` the obvious alternative: the static model with fewer steps at no more than the flexible run's
     FLOPs; their steps alternate. Every argument is checked here, once (`inputs.settings`); None takes the model's
@@ -124,11 +124,12 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     if schedule is not None:
         if steps not in (None, schedule.steps):
             raise FlexiDiTError(f"the schedule has {schedule.steps} steps, not {steps}")
-        steps, weak_mode = schedule.steps, schedule.weak_mode
+        steps, weak_mode, budget = schedule.steps, schedule.weak_mode, None  # the schedule decides
+    elif budget is None:
+        budget = model.spec.budget
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, seed=seed,
                    weak_mode=weak_mode, lead=lead, sampler=sampler)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
-    budget = None if schedule is not None else model.spec.budget if budget is None else budget
     schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
                                                run.lead, run.sampler)
     schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}

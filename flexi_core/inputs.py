@@ -68,7 +68,8 @@ class Settings:
 def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_mode=None, lead=None,
              sampler=None) -> Settings:
     """Checks a run's settings against `spec` (a registry.ModelSpec) and fills in its defaults: steps, guidance,
-    sampler, the first weak mode, the model's measured lead. `weak_modes`: those of the loaded model (default the spec's)."""
+    sampler, the first weak mode, the model's measured lead. `weak_modes`: those of the loaded model (default the
+    spec's)."""
     weak_modes = list(weak_modes or spec.weak_patches)
     steps = whole(spec.steps if steps is None else steps, "steps", 1, MAX_STEPS)
     guidance = real(spec.guidance if guidance is None else guidance, "guidance", 0, MAX_GUIDANCE)

@@ -108,14 +108,15 @@ class FlexiDiTPipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str] | None = None, class_labels: int | str | list | None = None, *,
-                 budget: float | None = None, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                 generator: torch.Generator | None = None, seed: int | None = None, sampler: str | None = None,
-                 weak_mode: str | None = None, schedule: Schedule | None = None, compare: bool = False,
+                 budget: float | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                 seed: int | None = None, sampler: str | None = None, weak_mode: str | None = None,
+                 schedule: Schedule | None = None, compare: bool = False,
                  output_type: str = "pil", progress=None) -> FlexiDiTOutput:
         """Samples each prompt / class label at `budget` (a fraction of the static FLOPs, in (0, 1]; default the
-        model's) or an explicit `schedule`. Sample i's noise comes from seed `seed + i`, or from a seed drawn from `generator` (so the same
-        generator state gives the same pictures). `compare=True` also samples the static model from the same seeds.
-        `progress(fraction, text)` is called after every denoising step."""
+        model's) or an explicit `schedule`. Sample i's noise comes from seed `seed + i`, or from a seed drawn from
+        `generator` (so the same generator state gives the same pictures). `compare=True` also samples the static
+        model from the same seeds. `progress(fraction, text)` is called after every denoising step."""
         if output_type not in ("pil", "np"):
             raise FlexiDiTError(f"output_type must be 'pil' or 'np', not {output_type!r}")
         conditions = class_labels if self.spec.conditioning == "class" else prompt

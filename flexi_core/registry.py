@@ -28,7 +28,7 @@ class ModelSpec:
     steps: int = 50
     guidance: float = 4.0
     sampler: str = "ddim"  # inputs.SAMPLERS; the embedded models' defaults sit where the frontier says FlexiDiT pays
-    budget: float = 0.55  # a run's budget when none is given (CLI, pipeline, app): within 2 points of static there
+    budget: float = 0.55  # a run's budget when none is given (CLI, pipeline, app); the frontier chose the embedded ones
     scheduler: dict = field(default_factory=dict)
     class_names: tuple = ()
     embedded: bool = True

@@ -128,9 +128,10 @@ def most_weak_uncond(steps: int, weak_cond: int, sampler: str = "ddim") -> int:
 def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: bool, weak_mode: str = "weak",
                         lead: int = 0, sampler: str = "ddim") -> Schedule:
     """Within `budget` x the static FLOPs: the fewest weak conditional steps w, then the fewest weak unconditional
-    steps in [w, most_weak_uncond(steps, w, sampler)] (without guidance there is no unconditional pass). Leading native steps
-    never displace the native ones at the end, which matter more (the reverse schedule is clearly worse): a budget
-    gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at the end."""
+    steps in [w, most_weak_uncond(steps, w, sampler)] (without guidance there is no unconditional pass). Leading
+    native steps never displace the native ones at the end, which matter more (the reverse schedule is clearly
+    worse): a budget gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at
+    the end."""
     if isinstance(budget, Real) and math.isnan(budget):
         raise FlexiDiTError("budget is not a number")
     if isinstance(budget, bool) or not isinstance(budget, Real) or not 0 < budget <= 1:
