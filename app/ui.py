@@ -32,7 +32,7 @@ import gradio as gr
 
 from flexi_core.errors import FlexiDiTError
 from flexi_core.inputs import SAMPLERS, Settings, settings
-from flexi_core.registry import SPECS, get_spec
+from flexi_core.registry import SPECS, get_spec, trained
 
 from . import plots
 from .plots import patch_text, si
@@ -224,8 +224,9 @@ def _time_notes(static_s: float, flexible_s: float, flops_saving: float) -> tupl
 
 
 def _model_choices():
+    """Every public model (the app says when its weights are missing) and the embedded models trained so far."""
     return [(f"{name}: {s.description}" if s.embedded else f"{name}: {s.description} (public; needs its weights)",
-             name) for name, s in SPECS.items()]
+             name) for name, s in SPECS.items() if trained(s)]
 
 
 def _weak_mode_choices(spec):

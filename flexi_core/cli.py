@@ -18,12 +18,13 @@ def cmd_train(args):
     import torch
     from . import registry
     from .shapes import train
+    from .shapes.vae import VAE_LEVELS
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir or f"runs/{args.model}")
     limit = None if args.minutes is None else 60 * args.minutes
     # each job's own defaults (steps, batch size, learning rate) unless given
     given = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
-    if args.model in ("vae", "vae-2x"):
+    if args.model in VAE_LEVELS:
         train.train_vae(run_dir, name=args.model, time_limit=limit, **given)
         if args.export:
             print("latent scale", train.export_vae(run_dir, registry.ASSETS / args.model, name=args.model))
@@ -201,7 +202,7 @@ def cmd_flexify(args):
     batches = train.PrefetchedBatches(args.batch_size, seed_offset=data.SEEDS["distill-data"],
                                       video=spec.modality == "video",
                                       workers=args.data_workers if args.source == "data" else 0,
-                                      paraphrase=args.paraphrase)
+                                      paraphrase=args.paraphrase, textured=spec.textured)
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
     try:
         info = distill.distill(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flexi_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-decoder (decoder-only fine-tune of the "
+    p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-2x-texture (on textured data), vae-decoder (decoder-only fine-tune of the "
                                      "shipped autoencoder), judge, judge-texture (a judge that also reads textures; "
                                      "--export makes it the shipped judge), shapes, shapes-text, shapes-video")
     p.add_argument("--model", required=True)

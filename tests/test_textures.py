@@ -99,3 +99,66 @@ def test_texture_judge_trains_from_the_shipped_one(monkeypatch, tmp_path):
     monkeypatch.setattr(judge, "train_judge", lambda run_dir, **kw: calls.update(kw, run_dir=run_dir))
     cli.main(["train", "--model", "judge-texture", "--init-from", str(shipped), "--threads", "1"])
     assert calls == {"textured": True, "init_from": shipped, "run_dir": Path("runs/judge-texture")}
+
+
+def test_textured_model_world_runs_through_training_and_evaluation():
+    """`shapes-textured` (issue 18): 64 classes (colour, texture, shape), trained on textured data, 256 tokens native
+    and 64 weak; its labels, evaluation set and asked-for attributes all name the texture."""
+    from flexi_core.flops import spec_flops
+    from flexi_core.registry import get_spec
+    from flexi_core.shapes.evaluate import eval_set, requested
+    from flexi_core.shapes.train import class_ids, numpy_batch
+    spec, plain = get_spec("shapes-textured"), get_spec("shapes")
+    assert spec.textured and spec.class_names == data.TEXTURED_CLASS_NAMES
+    assert spec.config["num_embeds_ada_norm"] == 64 and spec.vae == "vae-2x-texture"
+    assert spec_flops(spec, spec.native_patch) > 3.9 * spec_flops(spec, spec.weak_patches["weak"])
+    _, scenes, _ = numpy_batch(0, 64, 0, textured=spec.textured)
+    assert {s.texture for s in scenes} == set(data.TEXTURES)
+    ids = class_ids(spec, scenes)
+    assert [spec.class_names[i] for i in ids] == [s.textured_class_name for s in scenes]
+    assert class_ids(plain, scenes) == [s.class_id for s in scenes]  # the plain world ignores textures
+    assert class_ids(get_spec("shapes-text-textured"), scenes) is None  # text models have no labels
+    pixels, scenes, conditions = eval_set(spec, 128)
+    assert sorted(conditions[:64]) == sorted(data.TEXTURED_CLASS_NAMES)  # balanced over the 64 classes
+    assert requested(spec, scenes[1], conditions[1]) == {"colour": scenes[1].colour, "shape": scenes[1].shape,
+                                                           "texture": scenes[1].texture}
+    assert "texture" not in requested(plain, scenes[1], scenes[1].class_name)
+    text = get_spec("shapes-text-textured")
+    _, scenes, captions = eval_set(text, 64)
+    for scene, caption in zip(scenes, captions):
+        want = requested(text, scene, caption)
+        assert ("texture" in want) == (scene.texture != "plain"), caption
+
+
+def test_textured_models_train_their_own_data(monkeypatch):
+    """The textured autoencoder and the textured models' distillation captions draw textured scenes."""
+    from flexi_core.registry import get_spec
+    from flexi_core.shapes import train
+    drawn = []
+    real = train.pixel_batch
+    monkeypatch.setattr(train, "pixel_batch", lambda *a, **kw: drawn.append(kw.get("textured")) or real(*a, **kw))
+    monkeypatch.setattr(train, "run_training", lambda name, model, loss_fn, *a, **kw: loss_fn(0))
+    train.train_vae(Path("unused"), steps=1, batch_size=2, name="vae-2x-texture")
+    train.train_vae(Path("unused"), steps=1, batch_size=2, name="vae-2x")
+    assert drawn == [True, False]
+    captions = train.procedural_captions(get_spec("shapes-text-textured"))(0, 200)
+    assert any(t in c.split() for c in captions for t in data.TEXTURES[1:])
+    assert not any(t in c.split() for c in train.procedural_captions(get_spec("shapes-text"))(0, 200)
+                   for t in data.TEXTURES[1:])
+
+
+def test_textured_words_are_read_and_a_judge_without_them_is_refused(tmp_path):
+    from flexi_core.errors import FlexiDiTError
+    from flexi_core.registry import get_spec
+    from flexi_core.shapes.evaluate import Setting
+    from flexi_core.shapes.reading import asked, describe
+    spec = get_spec("shapes-textured")
+    assert asked(spec, "red striped circle") == {"texture": "striped", "colour": "red", "shape": "circle"}
+    assert asked(get_spec("shapes"), "red circle") == {"colour": "red", "shape": "circle"}
+    got = {"colour": "red", "shape": "circle", "background": "black", "texture": "dotted"}
+    assert describe({"texture": "striped", "colour": "red"}, got) == (
+        "red dotted circle on black: texture dotted (asked striped)")
+    assert describe({"colour": "red"}, {**got, "texture": "plain"}) == "red circle on black: as asked"
+    (tmp_path / "judge.safetensors").symlink_to(ASSETS / "judge.safetensors")  # the shipped judge reads no texture
+    with pytest.raises(FlexiDiTError, match="draws textures and this judge reads none"):
+        Setting.load("shapes-textured", 4, assets=tmp_path)

@@ -38,18 +38,25 @@ def eval_set(spec, n: int, offset: int = EVAL_SEED, synonyms: dict | None = None
     `synonyms` (data.SYNONYMS or data.HELD_OUT_SYNONYMS): every caption names colour and shape in those words."""
     video = spec.modality == "video"
     words = {"paraphrase": 1.0, "synonyms": synonyms} if synonyms else {}
-    items = [data.sample(offset + i, class_id=i % len(data.CLASS_NAMES), video=video, **words) for i in range(n)]
+    classes = len(data.TEXTURED_CLASS_NAMES if spec.textured else data.CLASS_NAMES)
+    items = [data.sample(offset + i, class_id=i % classes, video=video, textured=spec.textured, **words)
+             for i in range(n)]
     pixels = np.stack([p for p, _, _ in items])
     scenes = [s for _, s, _ in items]
-    conditions = [s.class_name for s in scenes] if spec.conditioning == "class" else [c for _, _, c in items]
+    conditions = [spec.class_of(s) for s in scenes] if spec.conditioning == "class" else [c for _, _, c in items]
     return pixels, scenes, conditions
 
 
 def requested(spec, scene, condition: str) -> dict:
-    """The attributes a condition asks for: colour and shape always, the rest when the caption names them."""
+    """The attributes a condition asks for: colour and shape always (and a textured class model's texture), the
+    rest when the caption names them (a caption names no plain texture)."""
     want = {"colour": scene.colour, "shape": scene.shape}
+    if spec.textured and spec.conditioning == "class":
+        want["texture"] = scene.texture
     if spec.conditioning == "text":
         named = {"background": scene.background, "size": scene.size_word}
+        if spec.textured:
+            named["texture"] = scene.texture
         if spec.modality == "video":  # video captions name a direction, never a position ("moving left")
             want["direction"] = scene.direction
         else:
@@ -113,6 +120,9 @@ class Setting:
         if sampler not in SAMPLERS:
             raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
         judge = load_judge(assets / "judge.safetensors")
+        if spec.textured and "texture" not in judge.heads:
+            raise FlexiDiTError(f"{name} draws textures and this judge reads none: train one that does with "
+                                "`python -m flexi_core train --model judge-texture --export`")
         real, scenes, conditions = eval_set(spec, n, synonyms=synonyms)
         wants = [requested(spec, s, c) for s, c in zip(scenes, conditions)]
         setting = cls(spec, judge, conditions, wants, judge_pixels(judge, spec, real)[1],
@@ -154,7 +164,7 @@ class Setting:
                "psnr": None, "ssim": None, "same_reading": None}
         if static is not None:
             static_pixels, static_reads = static
-            keys = SAME_READING[self.spec.modality]
+            keys = SAME_READING[self.spec.modality] + (("texture",) if self.spec.textured else ())
             out["psnr"] = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(static_pixels, pixels)]))
             out["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(static_pixels, pixels)]))
             out["same_reading"] = float(np.mean([all(a[k] == b[k] for k in keys)

@@ -29,6 +29,8 @@ def _words(spec) -> dict[str, dict[str, str]]:
             found["direction"] = {d: d for d in data.DIRECTIONS}
         else:
             found["position"] = {p: p for p in _POSITIONS} | {"centre": "centre", "center": "centre"}
+    if spec.textured:
+        found["texture"] = {t: t for t in data.TEXTURES}
     found["colour"] = {c: c for c in data.COLOURS} | {s: c for c in data.COLOURS for s in data.SYNONYMS[c]}
     found["shape"] = {s: s for s in data.SHAPES} | {w: s for s in data.SHAPES for w in data.SYNONYMS[s]}
     return {k: dict(sorted(v.items(), key=lambda item: -len(item[0]))) for k, v in found.items()}
@@ -54,7 +56,8 @@ def read(judge, spec, pixels: np.ndarray) -> dict:
 
 def describe(want: dict, got: dict) -> str:
     """'blue triangle on dark green: as asked', or what differs ('asked red, got blue')."""
-    seen = f"{got['colour']} {got['shape']} on {got['background']}"
+    texture = f" {got['texture']}" if got.get("texture", "plain") != "plain" else ""
+    seen = f"{got['colour']}{texture} {got['shape']} on {got['background']}"
     wrong = [f"{key} {got[key]} (asked {value})" for key, value in want.items() if got.get(key) != value]
     return f"{seen}: as asked" if not wrong else f"{seen}: " + ", ".join(wrong)
 

@@ -37,9 +37,10 @@ class PrefetchedBatches:
     Batches stay a pure function of the step, so a run is the same with or without workers."""
 
     def __init__(self, batch_size: int, seed_offset: int, video: bool, workers: int, ahead: int = 8,
-                 timeout: float = 600, paraphrase: float = 0.0):
+                 timeout: float = 600, paraphrase: float = 0.0, textured: bool = False):
         from concurrent.futures import ProcessPoolExecutor
-        self.args, self.ahead, self.timeout = (batch_size, seed_offset, video, paraphrase), ahead, timeout
+        self.args = (batch_size, seed_offset, video, paraphrase, textured)
+        self.ahead, self.timeout = ahead, timeout
         self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
         self.pending = {}
 
@@ -62,11 +63,11 @@ class PrefetchedBatches:
 
 def train_vae(run_dir: Path, steps: int = 2000, batch_size: int = 32, lr: float = 1e-3, kl_weight: float = 1e-6,
               name: str = "vae", time_limit: float | None = None):
-    from .vae import build_embedded_vae
+    from .vae import TEXTURED_VAES, build_embedded_vae
     vae = build_embedded_vae(name)
 
     def loss_fn(step):
-        x, _, _ = pixel_batch(step, batch_size, seed_offset=data.SEEDS["vae"])
+        x, _, _ = pixel_batch(step, batch_size, seed_offset=data.SEEDS["vae"], textured=name in TEXTURED_VAES)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         return (rec - x).abs().mean() + (rec - x).pow(2).mean() + kl_weight * post.kl().mean()
@@ -146,13 +147,13 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     video = spec.modality == "video"
     gen = torch.Generator().manual_seed(0)
     batches = PrefetchedBatches(batch_size, seed_offset=data.SEEDS["base"], video=video, workers=data_workers,
-                                paraphrase=paraphrase)
+                                paraphrase=paraphrase, textured=spec.textured)
 
     def loss_fn(step):
         pixels, scenes, captions = batches(step)
         x0, noise, t, xt = noised_latents(vae, pixels, vae_scale, video, noise_sched, gen)
         target = noise_sched.get_velocity(x0, noise, t)
-        cond = conditioner([sc.class_id for sc in scenes], captions, gen)
+        cond = conditioner(class_ids(spec, scenes), captions, gen)
         pred = family.native_forward(xt, t, {k: v.to(device) for k, v in cond.items()})
         return (pred - target).pow(2).mean()
 
@@ -195,9 +196,9 @@ def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 800, batc
 
 def export_vae(run_dir: Path, out_dir: Path, num_samples: int = 512, name: str = "vae") -> float:
     """EMA weights -> assets (fp16), with the latent scaling factor that gives unit-variance latents."""
-    from .vae import build_embedded_vae
+    from .vae import TEXTURED_VAES, build_embedded_vae
     vae = load_ema(build_embedded_vae(name), run_dir).eval()
-    pixels, _, _ = pixel_batch(0, num_samples, seed_offset=data.SEEDS["vae-scale"])
+    pixels, _, _ = pixel_batch(0, num_samples, seed_offset=data.SEEDS["vae-scale"], textured=name in TEXTURED_VAES)
     with torch.no_grad():
         std = vae.encode(pixels).latent_dist.mean.std().item()
     vae.register_to_config(scaling_factor=1.0 / std)
@@ -212,6 +213,11 @@ def export_transformer(model: torch.nn.Module, run_dir: Path, out_dir: Path):
 
 
 
+def class_ids(spec, scenes) -> list[int] | None:
+    """The class labels of procedural scenes in a class model's world (textured: one per colour, texture, shape)."""
+    return [spec.class_names.index(spec.class_of(s)) for s in scenes] if spec.conditioning == "class" else None
+
+
 def procedural_xt(model, batches: PrefetchedBatches):
     """x_t from the procedural dataset (embedded models): (x_t, t, conditioning) per step, on the VAE's device."""
     from diffusers import DDPMScheduler
@@ -224,7 +230,7 @@ def procedural_xt(model, batches: PrefetchedBatches):
     def data_batch(step: int):
         pixels, scenes, captions = batches(step)
         _, _, t, xt = noised_latents(model.vae, pixels, model.latent_scale, video, noise_sched, gen)
-        return xt, t, conditioner([s.class_id for s in scenes], captions, gen)
+        return xt, t, conditioner(class_ids(spec, scenes), captions, gen)
 
     return data_batch
 
@@ -236,7 +242,7 @@ def procedural_captions(spec, paraphrase: float = 0.0):
 
     def captions(step: int, n: int) -> list[str]:
         seeds = data.SEEDS["distill-captions"] + step * n + np.arange(n)
-        return [data.caption(data.random_scene(np.random.default_rng(s), video=video), np.random.default_rng(s + 1),
-                             video=video, paraphrase=paraphrase) for s in seeds]
+        return [data.caption(data.random_scene(np.random.default_rng(s), video=video, textured=spec.textured),
+                             np.random.default_rng(s + 1), video=video, paraphrase=paraphrase) for s in seeds]
 
     return captions
