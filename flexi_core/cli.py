@@ -40,7 +40,7 @@ def cmd_train(args):
             given["init_from"] = args.init_from
         judge.train_judge(run_dir, **given)
         if args.export:
-            judge.export_judge(run_dir, registry.ASSETS / "judge.safetensors")
+            judge.export_judge(run_dir, registry.ASSETS / f"{args.model}.safetensors")
         return
     from .loading import load_embedded_vae
     spec = registry.get_spec(args.model)
@@ -314,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flexi_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-2x-texture (on textured data), vae-decoder (decoder-only fine-tune of the "
-                                     "shipped autoencoder), judge, judge-texture (a judge that also reads textures; "
-                                     "--export makes it the shipped judge), shapes, shapes-text, shapes-video")
+    p = sub.add_parser("train", help="train an embedded model: vae, vae-2x, vae-2x-texture (on textured data), "
+                                     "vae-decoder (decoder-only fine-tune of the shipped autoencoder), judge, "
+                                     "judge-texture (a judge that also reads textures, the textured models' judge), "
+                                     "or any embedded model of the registry (shapes, shapes-text, shapes-video, ...)")
     p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, help="default: the job's own (vae 2000, vae-decoder 800, judge 2000, "
                                              "base transformers 5500)")

@@ -32,6 +32,7 @@ class ModelSpec:
     scheduler: dict = field(default_factory=dict)
     class_names: tuple = ()
     textured: bool = False  # embedded: its world's objects wear data.TEXTURES, named in class names and captions
+    judge: str = "judge.safetensors"  # embedded: the judge in assets/ that scores it (a textured world's reads textures)
     embedded: bool = True
     repo: str = ""  # hub id of a public checkpoint
     vae_scale: float = 1.0
@@ -83,13 +84,13 @@ SPECS = {s.name: s for s in [
               dict(_SMALL, num_layers=6, sample_size=16, patch_size=1,
                    num_embeds_ada_norm=len(data.TEXTURED_CLASS_NAMES)),
               (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.TEXTURED_CLASS_NAMES,
-              textured=True, vae="vae-2x-texture", steps=25,
+              textured=True, vae="vae-2x-texture", judge="judge-texture.safetensors", steps=25,
               description="embedded: 64 textured shapes on a 16x16 latent (256 tokens, 64 weak), 32x32 px"),
     ModelSpec("shapes-text-textured", "pixart", "text",
               dict(_SMALL, num_layers=6, sample_size=16, patch_size=1, cross_attention_dim=192, caption_channels=384,
                    use_additional_conditions=False, norm_elementwise_affine=False, norm_eps=1e-6),
               (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, text_tokens=24, textured=True,
-              vae="vae-2x-texture", steps=25,
+              vae="vae-2x-texture", judge="judge-texture.safetensors", steps=25,
               description="embedded: captions to textured shapes on a 16x16 latent (256 tokens, 64 weak)"),
     ModelSpec("shapes-text", "pixart", "text",
               dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, cross_attention_dim=192, caption_channels=384,

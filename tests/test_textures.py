@@ -99,6 +99,12 @@ def test_texture_judge_trains_from_the_shipped_one(monkeypatch, tmp_path):
     monkeypatch.setattr(judge, "train_judge", lambda run_dir, **kw: calls.update(kw, run_dir=run_dir))
     cli.main(["train", "--model", "judge-texture", "--init-from", str(shipped), "--threads", "1"])
     assert calls == {"textured": True, "init_from": shipped, "run_dir": Path("runs/judge-texture")}
+    # exported beside the shipped judge, which it does not replace: the textured models' judge (spec.judge)
+    from flexi_core import registry
+    monkeypatch.setattr(registry, "ASSETS", tmp_path)
+    monkeypatch.setattr(judge, "export_judge", lambda run_dir, path: calls.update(exported=path))
+    cli.main(["train", "--model", "judge-texture", "--export", "--threads", "1"])
+    assert calls["exported"] == tmp_path / "judge-texture.safetensors"
 
 
 def test_textured_model_world_runs_through_training_and_evaluation():
@@ -159,6 +165,7 @@ def test_textured_words_are_read_and_a_judge_without_them_is_refused(tmp_path):
     assert describe({"texture": "striped", "colour": "red"}, got) == (
         "red dotted circle on black: texture dotted (asked striped)")
     assert describe({"colour": "red"}, {**got, "texture": "plain"}) == "red circle on black: as asked"
-    (tmp_path / "judge.safetensors").symlink_to(ASSETS / "judge.safetensors")  # the shipped judge reads no texture
+    assert spec.judge == "judge-texture.safetensors" and get_spec("shapes").judge == "judge.safetensors"
+    (tmp_path / spec.judge).symlink_to(ASSETS / "judge.safetensors")  # the shipped judge reads no texture
     with pytest.raises(FlexiDiTError, match="draws textures and this judge reads none"):
         Setting.load("shapes-textured", 4, assets=tmp_path)

@@ -54,7 +54,7 @@ def _quality_results(quality_json, models, quick: bool, out: Path, samples: int 
         if quick:
             skipped.append(f"{name}: quick mode does not run evaluate; pass --quality-json FILE "
                            f"(`python -m flexi_core evaluate --model {name} --json FILE`)")
-        elif not trained or not (registry.ASSETS / "judge.safetensors").exists():
+        elif not trained or not (registry.ASSETS / registry.get_spec(name).judge).exists():
             skipped.append(f"{name}: no trained flexify weights or judge in {registry.ASSETS}")
         else:
             from ..shapes.evaluate import evaluate

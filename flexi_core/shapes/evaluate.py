@@ -119,7 +119,7 @@ class Setting:
             raise FlexiDiTError(f"{name} is class-conditioned: paraphrased captions need a text model")
         if sampler not in SAMPLERS:
             raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLERS)}, not {sampler!r}")
-        judge = load_judge(assets / "judge.safetensors")
+        judge = load_judge(assets / spec.judge)
         if spec.textured and "texture" not in judge.heads:
             raise FlexiDiTError(f"{name} draws textures and this judge reads none: train one that does with "
                                 "`python -m flexi_core train --model judge-texture --export`")

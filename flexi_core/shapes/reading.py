@@ -65,7 +65,7 @@ def describe(want: dict, got: dict) -> str:
 def judge_readings(model, condition: str, samples: dict, assets: Path | None = None) -> dict[str, str]:
     """`describe` for each named sample of an embedded model, with the judge of `assets` (default: the shipped)."""
     from ..registry import ASSETS
-    judge, want = _judge((assets or ASSETS) / "judge.safetensors"), asked(model.spec, condition)
+    judge, want = _judge((assets or ASSETS) / model.spec.judge), asked(model.spec, condition)
     return {name: describe(want, read(judge, model.spec, s.pixels)) for name, s in samples.items()}
 
 
