@@ -53,8 +53,10 @@ def cmd_train(args):
     vae = load_embedded_vae(name=spec.vae)
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, **given, device=device,
                              init_from=args.init_from, data_workers=args.data_workers, paraphrase=args.paraphrase,
-                             train_only=args.train_only, time_limit=limit)
-    if args.export:
+                             train_only=args.train_only, time_limit=limit, weak_first=args.weak_first)
+    if model is None:
+        print(f"{spec.name}: the weak phase is unfinished; nothing exported. Run the same command again to resume")
+    elif args.export:
         train.export_transformer(model, run_dir, registry.ASSETS / spec.name / "transformer")
 
 
@@ -333,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=Path, help="with an empty --run-dir: start a new leg from exported weights "
                    "(a transformer folder or .safetensors file; a judge file for judge jobs) instead of from "
                    "scratch; fresh optimizer and schedule")
+    p.add_argument("--weak-first", type=int, default=0, metavar="STEPS",
+                   help="progressive training (base transformers): STEPS through the first weak patch at a fraction "
+                        "of the cost, then its layers resized onto the native patch for --steps more")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)

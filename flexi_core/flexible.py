@@ -140,6 +140,24 @@ class FlexibleTransformer(nn.Module):
     def native_patch(self) -> Patch:
         return self.patches[NATIVE]
 
+    @torch.no_grad()
+    def native_from_weak(self, mode: str):
+        """The weak layers' initialisation run backwards: the native patch embedding and output projection become
+        `mode`'s layers PI-resized to the native patch (its patch-size embedding folded into the bias). So a model
+        first trained through its weak patch, at a fraction of the cost, goes on at the native one (progressive
+        training, `train --weak-first`)."""
+        patch, native, d = self.patches[mode], self.native_patch, self.family.width
+        c_in, c_out = self.family.in_channels, self.family.out_channels
+        w, b = self.family.native_embedding()
+        emb, proj = self.embeds[mode], self.projs[mode]
+        w.copy_(pi_resize_embedding(emb.weight.reshape(d, c_in, *patch).double(), native).to(w.dtype))
+        b.copy_(emb.bias + self.patch_size_embeds[mode])
+        ow, ob = self.family.native_output_projection()
+        new_w, new_b = resize_output_projection(proj.weight.reshape(c_out, *patch, d).double(),
+                                                proj.bias.reshape(c_out, *patch).double(), native)
+        ow.copy_(new_w.reshape(ow.shape).to(ow.dtype))
+        ob.copy_(new_b.reshape(ob.shape).to(ob.dtype))
+
     # adapters ----------------------------------------------------------------------------------------------------
     def _use_adapter(self, mode: str):
         """Puts the LoRA layers in `mode`'s state (no adapter for native); called under the lock, so a forward

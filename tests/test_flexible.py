@@ -117,6 +117,28 @@ def test_embedding_layers_follow_the_native_ones(name):
         assert torch.equal(model.embeds[mode].bias, b)
 
 
+@pytest.mark.parametrize("name, mode", [("shapes-256", "weak"), ("shapes-video", "temporal")])
+def test_native_layers_from_weak_ones_undo_the_initialisation(name, mode):
+    """Progressive training's switch: the weak layers resized back to the native patch. Where a native patch is
+    the block average of the weak one (patch 1 -> 2; frames 1 -> 2) it undoes the weak layers' initialisation
+    exactly; trained weak layers carry over, the patch-size embedding into the bias."""
+    from flexi_core.registry import build_transformer, get_spec
+    spec = get_spec(name)
+    base = build_transformer(spec) if name == "shapes-256" else tiny_transformer(name, **OVERRIDES[name])
+    model = FlexibleTransformer(base, spec.weak_patches if name == "shapes-256" else WEAK[name], "shared")
+    fam = model.family
+    before = [t.clone() for t in (*fam.native_embedding(), *fam.native_output_projection())]
+    model.native_from_weak(mode)
+    for old, new in zip(before, (*fam.native_embedding(), *fam.native_output_projection())):
+        torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        model.patch_size_embeds[mode].fill_(0.5)
+        model.embeds[mode].weight.mul_(2)
+    model.native_from_weak(mode)
+    torch.testing.assert_close(fam.native_embedding()[1], model.embeds[mode].bias + 0.5)
+    torch.testing.assert_close(fam.native_embedding()[0], 2 * before[0], atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_native_embedding_layout_matches_the_model(name):
     """Our canonical (c, t, h, w) patch flattening reproduces the model's own patch embedding token by token."""

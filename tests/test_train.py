@@ -155,6 +155,26 @@ def test_a_new_leg_starts_from_exported_weights(tmp_path, capsys):
     assert out.count("new leg from") == 1 and "resumed at step 1" in out
 
 
+def test_weak_first_trains_the_weak_path_then_the_native_one(tmp_path, capsys):
+    """Progressive training: out of time in the weak phase nothing is returned (and the CLI exports nothing); a
+    resume finishes it, resizes its layers onto the native patch and trains natively; a later resume skips it."""
+    from flexi_core.loading import load_embedded_vae
+    spec, vae = registry.get_spec("shapes"), load_embedded_vae()
+    args = (spec, vae, vae.config.scaling_factor, tmp_path)
+    assert train.train_base(*args, steps=1, batch_size=2, weak_first=2, time_limit=0.0) is None
+    assert train._checkpoint(tmp_path / "weak-first")["step"] == 1 and not (tmp_path / "checkpoint.pt").exists()
+    model = train.train_base(*args, steps=1, batch_size=2, weak_first=2)
+    assert train._checkpoint(tmp_path / "weak-first")["step"] == 2 and train._checkpoint(tmp_path)["step"] == 1
+    weak = load_file(tmp_path / "weak-first" / "ema.safetensors")
+    init = {k: v for k, v in weak.items() if k.startswith("base.transformer_blocks.0.attn1.to_q")}
+    assert init and not torch.equal(model.state_dict()["transformer_blocks.0.attn1.to_q.weight"],
+                                    init["base.transformer_blocks.0.attn1.to_q.weight"].float())  # a native step moved it
+    train.train_base(*args, steps=2, batch_size=2, weak_first=2)
+    out = capsys.readouterr().out
+    assert out.count("weak phase done") == 1 and "weak phase at step 1 of 2" in out
+    assert train._checkpoint(tmp_path)["step"] == 2
+
+
 def test_train_only_moves_the_named_parameters(tmp_path):
     """--train-only caption_projection: new words, the transformer body (and every flexify file on it) untouched."""
     from flexi_core.loading import load_embedded_vae

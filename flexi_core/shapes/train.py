@@ -119,9 +119,14 @@ def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_s
 
 def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, batch_size: int = 32, lr: float = 8e-4,
                device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0,
-               train_only: tuple[str, ...] = (), time_limit: float | None = None):
+               train_only: tuple[str, ...] = (), time_limit: float | None = None, weak_first: int = 0):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
     instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along.
+
+    `weak_first` (steps): progressive training. The model first learns through its first weak patch (a quarter of
+    the tokens at twice the patch side: about a quarter of the cost a step; shared variant, in run_dir/weak-first),
+    then its native layers are the weak ones PI-resized (`native_from_weak`) and training goes on at the native
+    patch for `steps` more. Returns None while the weak phase is unfinished (out of time: run again to resume).
 
     `train_only` (parameter-name prefixes) freezes the rest: e.g. only the caption projection learns synonyms, so the
     transformer body, and with it every flexify file trained on it, stays valid."""
@@ -149,25 +154,59 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     batches = PrefetchedBatches(batch_size, seed_offset=data.SEEDS["base"], video=video, workers=data_workers,
                                 paraphrase=paraphrase, textured=spec.textured)
 
-    def loss_fn(step):
-        pixels, scenes, captions = batches(step)
-        x0, noise, t, xt = noised_latents(vae, pixels, vae_scale, video, noise_sched, gen)
-        target = noise_sched.get_velocity(x0, noise, t)
-        cond = conditioner(class_ids(spec, scenes), captions, gen)
-        pred = family.native_forward(xt, t, {k: v.to(device) for k, v in cond.items()})
-        return (pred - target).pow(2).mean()
+    def velocity_loss(forward):
+        def loss_fn(step):
+            pixels, scenes, captions = batches(step)
+            x0, noise, t, xt = noised_latents(vae, pixels, vae_scale, video, noise_sched, gen)
+            target = noise_sched.get_velocity(x0, noise, t)
+            cond = conditioner(class_ids(spec, scenes), captions, gen)
+            return (forward(xt, t, {k: v.to(device) for k, v in cond.items()}) - target).pow(2).mean()
+        return loss_fn
 
-    if train_only:
-        for n, p in model.named_parameters():
-            p.requires_grad_(n.startswith(train_only))
-        if not any(p.requires_grad for p in model.parameters()):
-            raise FlexiDiTError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
     try:
-        run_training(spec.name, model, loss_fn, steps, run_dir, lr=lr, warmup=300, ema_decay=0.999,
-                     time_limit=time_limit)
+        if weak_first:  # --minutes counts both phases
+            phase = run_dir / "weak-first"
+            spent = (_checkpoint(phase)["cpu_seconds"] if (run_dir / "checkpoint.pt").exists() else
+                     _train_weak_first(model, spec, velocity_loss, weak_first, phase, lr, time_limit))
+            if spent is None:
+                return None
+            time_limit = None if time_limit is None else time_limit - spent
+        if train_only:
+            for n, p in model.named_parameters():
+                p.requires_grad_(n.startswith(train_only))
+            if not any(p.requires_grad for p in model.parameters()):
+                raise FlexiDiTError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
+        run_training(spec.name, model, velocity_loss(family.native_forward), steps, run_dir, lr=lr,
+                     warmup=50 if weak_first else 300, ema_decay=0.999, time_limit=time_limit)
     finally:
         batches.close()
     return model
+
+
+def _train_weak_first(model, spec, velocity_loss, steps: int, run_dir: Path, lr: float,
+                      time_limit: float | None) -> float | None:
+    """The weak phase of progressive training (`train_base`'s `weak_first`); leaves `model` with its EMA weights and
+    native layers from the weak ones. Returns the CPU seconds it took, None while unfinished."""
+    from ..flexible import FlexibleTransformer
+    flex = FlexibleTransformer(model, spec.weak_patches, variant="shared").to(next(model.parameters()).device)
+    mode, family = next(iter(spec.weak_patches)), flex.family
+    native = {t.data_ptr() for t in (*family.native_embedding(), *family.native_output_projection())}
+    names = [n for n, p in flex.named_parameters() if p.data_ptr() not in native]  # the native layers get no gradient
+    ema = run_training(f"{spec.name} ({mode} patch first)", flex,
+                       velocity_loss(lambda x, t, cond: flex(x, t, cond, mode=mode)), steps, run_dir, lr=lr,
+                       warmup=300, ema_decay=0.999, param_names=names, time_limit=time_limit)
+    state = _checkpoint(run_dir)
+    if state["step"] < steps:
+        print(f"[{spec.name}] weak phase at step {state['step']} of {steps}; run again to resume")
+        return None
+    flex.load_state_dict(ema)
+    flex.native_from_weak(mode)
+    print(f"[{spec.name}] weak phase done ({steps} steps): native layers from the weak ones, native training next")
+    return float(state["cpu_seconds"])
+
+
+def _checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
 
 
 def finetune_vae_decoder(assets_vae: Path, run_dir: Path, steps: int = 800, batch_size: int = 32, lr: float = 3e-4):
