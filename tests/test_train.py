@@ -252,3 +252,20 @@ def test_train_cli_uses_each_jobs_own_defaults(monkeypatch, tmp_path):
               "--lr", "0.01"])
     assert calls["judge"] == {}
     assert calls["vae"] == {"name": "vae", "time_limit": None, "steps": 7, "lr": 0.01}
+
+
+def test_train_cli_weak_first_exports_only_a_finished_model(monkeypatch, tmp_path, capsys):
+    """`--weak-first` reaches train_base; while its weak phase is unfinished nothing is exported and the CLI says so."""
+    from flexi_core import cli
+    calls = {}
+
+    def fake_train_base(spec, vae, scale, run_dir, **kw):
+        calls.update(kw)
+        return None
+
+    monkeypatch.setattr(train, "train_base", fake_train_base)
+    monkeypatch.setattr(train, "export_transformer", lambda *a: calls.update(exported=True))
+    assert cli.main(["train", "--model", "shapes", "--weak-first", "40", "--run-dir", str(tmp_path), "--export",
+                     "--threads", "1"]) == 0
+    assert calls["weak_first"] == 40 and "exported" not in calls
+    assert "the weak phase is unfinished; nothing exported" in capsys.readouterr().out
