@@ -3,8 +3,9 @@
 Everything is a pure function of an integer seed, so datasets are reproducible and never downloaded.
 Shapes are drawn at 4x resolution and box-filtered down, which gives clean anti-aliased 32x32 images.
 Asked for (`textured=True`), the object also wears a texture: stripes, dots or checks of a 4-pixel period, detail
-that only a fine token grid (2 pixels a token) can draw; the data of the late denoising steps. Without, every seed
-draws exactly the scene, pixels and caption that it drew before textures existed.
+finer than a weak token of the 256-token models (4 pixels): a 2-pixel token grid carries it token by token, a 4-pixel
+token only by drawing a whole period inside its patch, in phase; the data of the late denoising steps. Without,
+every seed draws exactly the scene, pixels and caption that it drew before textures existed.
 """
 from __future__ import annotations
 
