@@ -111,11 +111,16 @@ def distinct_backgrounds(colour: str) -> list[str]:
     return [name for name, rgb in BACKGROUNDS.items() if np.linalg.norm(c - np.array(rgb)) > 150]
 
 
+def class_names(textured: bool = False) -> tuple[str, ...]:
+    """The class names of the plain world (colour, shape) or of the textured one (colour, texture, shape)."""
+    return TEXTURED_CLASS_NAMES if textured else CLASS_NAMES
+
+
 def random_scene(rng: np.random.Generator, class_id: int | None = None, video: bool = False,
                  textured: bool = False) -> Scene:
     """`textured`: `class_id` indexes TEXTURED_CLASS_NAMES, so the object wears any of TEXTURES (plain included).
     Without, `rng` is drawn from exactly as before textures existed."""
-    names = TEXTURED_CLASS_NAMES if textured else CLASS_NAMES
+    names = class_names(textured)
     if class_id is None:
         class_id = int(rng.integers(len(names)))
     colour, *texture, shape = names[class_id].split(" ")  # texture: [] (plain) or [its name]

@@ -38,7 +38,7 @@ def eval_set(spec, n: int, offset: int = EVAL_SEED, synonyms: dict | None = None
     `synonyms` (data.SYNONYMS or data.HELD_OUT_SYNONYMS): every caption names colour and shape in those words."""
     video = spec.modality == "video"
     words = {"paraphrase": 1.0, "synonyms": synonyms} if synonyms else {}
-    classes = len(data.TEXTURED_CLASS_NAMES if spec.textured else data.CLASS_NAMES)
+    classes = len(data.class_names(spec.textured))
     items = [data.sample(offset + i, class_id=i % classes, video=video, textured=spec.textured, **words)
              for i in range(n)]
     pixels = np.stack([p for p, _, _ in items])

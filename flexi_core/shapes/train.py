@@ -166,8 +166,10 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     try:
         if weak_first:  # --minutes counts both phases
             phase = run_dir / "weak-first"
-            spent = (_checkpoint(phase)["cpu_seconds"] if (run_dir / "checkpoint.pt").exists() else
-                     _train_weak_first(model, spec, velocity_loss, weak_first, phase, lr, time_limit))
+            if not (run_dir / "checkpoint.pt").exists():
+                spent = _train_weak_first(model, spec, velocity_loss, weak_first, phase, lr, time_limit)
+            else:  # the native phase resumes (a run begun without --weak-first has no weak phase to count)
+                spent = _checkpoint(phase)["cpu_seconds"] if (phase / "checkpoint.pt").exists() else 0.0
             if spent is None:
                 return None
             time_limit = None if time_limit is None else time_limit - spent
