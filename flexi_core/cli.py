@@ -260,6 +260,9 @@ def cmd_evaluate(args):
                           baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg,
                           lead=args.lead, paraphrase=args.paraphrase, sampler=args.sampler)
         print(markdown_table(result))
+    if not result["variants"]:
+        print(f"note: {args.model} has no flexify weights for {args.variants}: static rows only; "
+              f"`python -m flexi_core flexify --model {args.model}` trains the weak path", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))
 

@@ -132,3 +132,22 @@ def test_frontier_flags_fail_in_one_line(args, message, capsys):
     except SystemExit as e:  # argparse's own check of a flag's value
         code = e.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_model_not_yet_flexified_is_scored_statically(tiny_assets, tmp_path):
+    """A freshly trained transformer (no flexify file) gets its static rows and its static frontier, and is told
+    that FlexiDiT's rows need `flexify`; nothing is scored through untrained weak layers."""
+    result = frontier.frontier("shapes", n=2, steps=(2,), frontier_steps=(1, 2), budgets=(0.55,), chunk=2,
+                               assets=tiny_assets)
+    assert result["variants"] == [] and "--variants" not in frontier.command(result)
+    assert [r["steps"] for r in result["rows"] if r["method"] == "static"] == [1, 2]
+    assert {r["method"] for r in result["rows"]} == {"real data", "static"}
+    frontier.plot(result, tmp_path / "static-only.png")
+    assert (tmp_path / "static-only.png").stat().st_size > 10_000
+    report = tmp_path / "e.json"
+    r = run_cli(["evaluate", "--model", "shapes", "--quick", "--samples", "2", "--threads", "1", "--json", str(report)],
+                tiny_assets)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(report.read_text())
+    assert data["variants"] == [] and [row["method"] for row in data["rows"]] == ["real data", "static"]
+    assert "no flexify weights" in r.stderr and "flexify --model shapes" in r.stderr

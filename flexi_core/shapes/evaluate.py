@@ -83,15 +83,19 @@ def weak_mode_of(spec, weak_mode: str | None) -> str:
     return mode
 
 
-def trained_models(name: str, variants, assets=ASSETS):
-    """(variant, model) for each variant with flexify weights; the others are skipped (nothing to evaluate)."""
+def scored_models(name: str, variants, assets=ASSETS):
+    """(native, [(variant, model)]): the model whose native path gives the static rows, and each variant with flexify
+    weights (the others are skipped: nothing to evaluate). A model not yet flexified still has its static rows, so a
+    freshly trained transformer can be scored before `flexify`."""
+    trained = []
     for variant in variants:
         try:
             model = load_model(name, variant, assets=assets)
         except FileNotFoundError:
             continue
         if model.flexify_trained:
-            yield variant, model
+            trained.append((variant, model))
+    return (trained[0][1] if trained else load_model(name, variants[0], assets=assets, fresh=True)), trained
 
 
 @dataclasses.dataclass
@@ -183,37 +187,35 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
     mode = weak_mode_of(spec, weak_mode)
     lead = spec.lead_steps(mode, steps) if lead is None else lead
     rows = [real_row]
-    static_run, static_flops = None, None
+    native, models = scored_models(name, variants, assets)
 
-    def add(model, variant, method, budget, schedule):
+    def add(model, condition, variant, method, budget, schedule):
         pixels, flops, seconds = setting.run(model, condition, schedule, f"{variant} {method} {budget}")
         row, reads = setting.score(pixels, static_run)
         rows.append({"variant": variant, "method": method, "budget": budget, "schedule": schedule.label,
                      "flops_ratio": flops / static_flops, "seconds": seconds, **row})
         return pixels, reads
 
-    for variant, model in trained_models(name, variants, assets):
+    static, native_condition, static_run = Schedule.static(steps, mode), setting.condition(native), None
+    static_flops = schedule_flops(native, static, guidance) * n
+    static_run = add(native, native_condition, "-", "static", 1.0, static)  # the original model (native size)
+    for variant, model in models:
         condition = setting.condition(model)
-        if static_run is None:  # the static model is the original one (the LoRA variant's native size)
-            static = Schedule.static(steps, mode)
-            static_flops = schedule_flops(model, static, guidance) * n
-            static_run = add(model, "-", "static", 1.0, static)
         for budget in [b for b in budgets if b < 1]:
             try:
                 schedule = budget_schedule(model, budget, steps, guidance, mode, lead, sampler)
             except ValueError:  # below the weak model's own cost: not reachable by FlexiDiT
                 continue
-            add(model, variant, "FlexiDiT", budget, schedule)
-            if baselines and variant == variants[0]:
-                add(model, "-", "reverse (weak last)", budget,
-                    dataclasses.replace(schedule, weak_last=True))
+            add(model, condition, variant, "FlexiDiT", budget, schedule)
+            if baselines and variant == models[0][0]:
+                add(model, condition, "-", "reverse (weak last)", budget, dataclasses.replace(schedule, weak_last=True))
                 fewer = max(1, int(budget * steps))  # floor: the baseline stays within its budget
-                add(model, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode))
-        if baselines and variant == variants[0]:
-            add(model, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
+                add(native, native_condition, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode))
+        if baselines and variant == models[0][0]:
+            add(model, condition, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
     return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
             "lead": lead, "paraphrase": paraphrase, "samples": n, "sampler": sampler,
-            "steps": steps, "guidance": guidance, "rows": rows}
+            "steps": steps, "guidance": guidance, "variants": [v for v, _ in models], "rows": rows}
 
 
 def _schedule_note(result: dict) -> str:

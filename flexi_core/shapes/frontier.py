@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from ..errors import FlexiDiTError
-from .evaluate import Setting, fmt, quality_key, trained_models, weak_mode_of
+from .evaluate import Setting, fmt, quality_key, scored_models, weak_mode_of
 from ..inputs import MAX_STEPS, SAMPLERS, whole
 from ..registry import ASSETS
 from ..sampling import budget_schedule
@@ -68,11 +68,8 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
         whole(lead, "lead", 0, MAX_STEPS)
     setting, real_row = Setting.load(name, n, guidance, sampler, chunk, assets, paraphrase)
     mode, sampler = weak_mode_of(setting.spec, weak_mode), setting.sampler
-    models = list(trained_models(name, variants, assets))
-    if not models:
-        raise FlexiDiTError(f"{name} has no flexify weights for {', '.join(variants)} in {assets}; "
-                            f"run `python -m flexi_core flexify --model {name}`")
-    native, cfg = models[0][1], setting.guidance > 1  # the static model: the original one (native size)
+    native, models = scored_models(name, variants, assets)  # the static model: the original one (native size)
+    cfg = setting.guidance > 1
     flops_of, native_condition = native.flops_of(), setting.condition(native)
     reference = total_flops(Schedule.static(reference_steps, mode), flops_of, cfg)
     statics = {}  # N -> (row, (pixels, readings))
@@ -123,8 +120,9 @@ def command(result: dict) -> str:
     extra = "".join(f" --{flag} {result[key]}" for flag, key in (("weak-mode", "weak_mode"), ("lead", "lead"),
                                                                   ("paraphrase", "paraphrase"))
                     if result.get(key) not in (None, "weak"))
+    variants = f" --variants {','.join(result['variants'])}" if result["variants"] else ""  # none: static rows only
     return (f"python -m flexi_core evaluate --model {result['model']} --frontier --sampler {result['sampler']} "
-            f"--samples {result['samples']} --variants {','.join(result['variants'])} "
+            f"--samples {result['samples']}{variants} "
             f"--sweep-steps {','.join(map(str, result['steps']))}{extra}")
 
 
