@@ -164,16 +164,24 @@ class TimeLimit(Stopped):
 
 
 class StopBoard:
-    """When each browser session last pressed Stop (entries older than an hour are forgotten)."""
+    """When each browser session last pressed Stop, and when its page last asked for a job that has not started
+    yet (entries older than an hour are forgotten). The page's click counts as the start of the wait: its queue
+    request can reach the server after a Stop pressed while the button already said "Running" (a loaded server),
+    and that Stop must still stop it."""
 
     def __init__(self):
         self._times: dict[str, float] = {}
+        self._asked: dict[str, float] = {}
         self._lock = threading.Lock()
+
+    def _forget_old(self, now: float):
+        self._times = {s: t for s, t in self._times.items() if now - t < 3600}
+        self._asked = {s: t for s, t in self._asked.items() if now - t < 3600}
 
     def press(self, session: str):
         now = time.monotonic()
         with self._lock:
-            self._times = {s: t for s, t in self._times.items() if now - t < 3600}
+            self._forget_old(now)
             self._times[session] = now
 
     def pressed_since(self, session: str | None, since: float) -> bool:
@@ -181,6 +189,25 @@ class StopBoard:
             return False
         with self._lock:
             return self._times.get(session, -1.0) > since
+
+    def ask(self, session: str | None):
+        """The page asked for a job (its button was clicked); the job takes it when it starts."""
+        if session is not None:
+            now = time.monotonic()
+            with self._lock:
+                self._forget_old(now)
+                self._asked[session] = now
+
+    def take_ask(self, session: str | None) -> float | None:
+        """When the page asked for the job that starts now (None: asked through the API); taken once, so that a
+        click counts for one job only. The page's request ending (done, or refused by a full queue) takes it too."""
+        with self._lock:
+            return self._asked.pop(session, None) if session is not None else None
+
+    def waiting(self, session: str | None) -> bool:
+        """Whether the page asked for a job that has not started yet."""
+        with self._lock:
+            return session is not None and session in self._asked
 
 
 def _gradio_event():
@@ -217,8 +244,10 @@ class Job:
     def __init__(self, session: str | None, stops: StopBoard, time_limit_s: float | None):
         self.started = time.monotonic()
         self.blocks, self.event = _gradio_event()
-        # a Stop pressed while the job still waited in the queue counts too
-        self.since = min(self.started, getattr(self.event, "enqueue_time", self.started))
+        # a Stop pressed while the job still waited (in the queue, or since its page's click) counts too
+        asked = stops.take_ask(session)
+        self.since = min(self.started, getattr(self.event, "enqueue_time", self.started),
+                         self.started if asked is None else asked)
         self.session, self.stops, self.time_limit_s = session, stops, time_limit_s
         self.where = "before the first step"
         self._next_event_check = 0.0

@@ -293,9 +293,26 @@ class FlexiDiTApp:
         session = request.session_hash if request is not None else None
         if session:
             self.stops.press(session)
-        running = bool(session and self.running(session))
-        # a running job writes its own "Stopped …" line (this answer could arrive after it and must not cover it)
-        return gr.skip() if running else "**Stopped.** Nothing of this page was running."
+        busy = bool(session and (self.running(session) or self.stops.waiting(session)))
+        # a running (or asked-for) job writes its own "Stopped …" line (this answer could arrive after it and must
+        # not cover it)
+        return gr.skip() if busy else "**Stopped.** Nothing of this page was running."
+
+    def buttons(self, busy: bool, clicked: int):
+        """The handler that sets the page's buttons while a job of it runs (disabled, the clicked one saying
+        "Running") or after; the click is the moment this page asked for the job, which a Stop pressed before the
+        job starts refers to."""
+        labels = ("Generate static + flexible", "Run sweep", "Run the analysis")
+
+        def update(request: gr.Request = None):
+            session = request.session_hash if request is not None else None
+            if busy:
+                self.stops.ask(session)
+            else:
+                self.stops.take_ask(session)
+            return [gr.update(interactive=not busy, value=("Running… (Stop ends it)" if busy and i == clicked
+                                                           else label)) for i, label in enumerate(labels)]
+        return update
 
     def running(self, session: str | None = None) -> int:
         """How many heavy jobs are inside their handler now: of one browser session (its `session_hash`), or of all
@@ -683,12 +700,6 @@ class DemoBlocks(gr.Blocks):
             raise gr.Error(STORAGE_TEXT, title="Could not save the result", print_exception=False) from None
 
 
-def _buttons(busy: bool, clicked: int):
-    labels = ("Generate static + flexible", "Run sweep", "Run the analysis")
-    return [gr.update(interactive=not busy, value=("Running… (Stop ends it)" if busy and i == clicked else label))
-            for i, label in enumerate(labels)]
-
-
 def build_demo(assets: Path | str | None = None, allow_download: bool = False, concurrency: int = 1,
                queue_size: int = 16, time_limit_s: float | None = TIME_LIMIT_S,
                max_work_steps: int = MAX_WORK_STEPS) -> gr.Blocks:
@@ -861,12 +872,12 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                 (sweep_btn, app.sweep, [*common, weak_mode, budgets, sampler], SWEEP_OUTPUTS, "sweep", 300),
                 (explain_btn, app.explain, common, EXPLAIN_OUTPUTS, "explain", 300))):
             # while a job of this page runs, its buttons are disabled (a second click cannot queue a second job)
-            job = button.click(functools.partial(_buttons, True, k), None, buttons, **ui_only) \
+            job = button.click(app.buttons(True, k), None, buttons, **ui_only) \
                 .then(app.heavy(fn, names, gpu_s), inputs, outputs_of(names), api_name=api_name,
                       scroll_to_output=True, **heavy)  # a phone shows the results below the controls
             # Gradio's page runs .then() after a success only, .failure() after an error (a refused queue included)
             for after in (job.then, job.failure):
-                after(functools.partial(_buttons, False, k), None, buttons, **ui_only)
+                after(app.buttons(False, k), None, buttons, **ui_only)
         stop_btn.click(app.stop, None, status, api_name="stop", queue=False, show_progress="hidden")
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     demo.flexidit = app  # handlers and caches, for tests and preloading

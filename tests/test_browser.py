@@ -154,7 +154,8 @@ def test_html_prompt_is_text_and_stop_is_calm(tiny_assets, tmp_path):
         page.locator("#generate").click()
         expect(page.locator("#generate")).to_be_disabled(timeout=10_000)  # no second job from this page
         expect(page.locator("#generate")).to_contain_text("Running")
-        page.wait_for_timeout(2500)
+        # Stop during a step (a Stop before the first one is tests/test_app_hardening.py's case)
+        expect(page.get_by_text(re.compile(r"step \d+/1000")).first).to_be_visible(timeout=60_000)
         page.locator("#stop").click()
         status = page.locator("#status")
         expect(status).to_contain_text("Stopped at ", timeout=30_000)
