@@ -53,7 +53,8 @@ def cmd_train(args):
     vae = load_embedded_vae(name=spec.vae)
     model = train.train_base(spec, vae, vae.config.scaling_factor, run_dir, **given, device=device,
                              init_from=args.init_from, data_workers=args.data_workers, paraphrase=args.paraphrase,
-                             train_only=args.train_only, time_limit=limit, weak_first=args.weak_first)
+                             train_only=args.train_only, time_limit=limit, weak_first=args.weak_first,
+                             bf16=args.bf16)
     if model is None:
         print(f"{spec.name}: the weak phase is unfinished; nothing exported. Run the same command again to resume")
     elif args.export:
@@ -343,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the cost, then its layers resized onto the native patch for --steps more")
     p.add_argument("--data-workers", type=int, default=0,
                    help="processes that draw the procedural batches ahead (keeps a GPU busy)")
+    p.add_argument("--bf16", action="store_true",
+                   help="base transformers: the forward under bfloat16 autocast (fp32 weights; about 1.5x faster "
+                        "on a CPU with AVX512-BF16, and on GPUs)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
     p.add_argument("--train-only", type=_prefixes, default=(), metavar="PREFIXES",
                    help="comma-separated parameter-name prefixes; the rest stays frozen (e.g. caption_projection: "

@@ -44,7 +44,8 @@ class EMA:
 def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], torch.Tensor], steps: int,
                  run_dir: Path, lr: float = 1e-3, weight_decay: float = 0.0, warmup: int = 200,
                  grad_clip: float = 1.0, ema_decay: float = 0.999, checkpoint_every: int = 500,
-                 param_names: list[str] | None = None, time_limit: float | None = None) -> dict[str, torch.Tensor]:
+                 param_names: list[str] | None = None, time_limit: float | None = None,
+                 bf16: bool = False) -> dict[str, torch.Tensor]:
     """Optimises `loss_fn(step)` for `steps` steps, resuming from `run_dir` if a checkpoint is there.
 
     `time_limit` (seconds of CPU time over all legs of the run, kept in the checkpoint, so that runs sharing a busy
@@ -53,7 +54,9 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
     SIGTERM or Ctrl-C asks the run to stop (at the end of the step in progress), so a stopped run loses minutes.
 
     `param_names` picks the trained parameters (default: those with requires_grad); they are all handed to the
-    optimizer even while peft has frozen an inactive adapter. Returns the EMA state dict."""
+    optimizer even while peft has frozen an inactive adapter. `bf16` runs `loss_fn` under bfloat16 autocast (weights,
+    optimizer and EMA stay fp32), as on GPUs; on the development CPU (AVX512-BF16) a 256-token step of
+    `shapes-textured` takes 2.3 instead of 3.5 CPU-s. Returns the EMA state dict."""
     run_dir.mkdir(parents=True, exist_ok=True)
     named = dict(model.named_parameters())
     names = param_names or [n for n, p in named.items() if p.requires_grad]
@@ -88,7 +91,8 @@ def run_training(name: str, model: torch.nn.Module, loss_fn: Callable[[int], tor
     with open(run_dir / "log.jsonl", "a") as log, tqdm(range(start, steps), desc=name, initial=start, total=steps,
                                                        mininterval=10) as bar, _StopRequests() as stop:
         for step in bar:
-            loss = loss_fn(step)
+            with torch.autocast(params[0].device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(step).float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, grad_clip)

@@ -237,6 +237,32 @@ def test_training_curves_keep_the_shipped_figure_without_logs(tmp_path):
     assert training_curves(tmp_path / "runs", out) and out.stat().st_size > 1000
 
 
+def test_bf16_runs_the_forward_in_bfloat16_and_keeps_fp32_weights(tmp_path):
+    """`bf16`: the loss's forward under bfloat16 autocast (a linear layer's output is bfloat16 there), the weights, the
+    EMA and the loss handed to backward fp32; it still learns."""
+    torch.manual_seed(0)
+    x, target = torch.randn(64, 8), torch.randn(64, 1)
+    model, seen = torch.nn.Linear(8, 1), []
+
+    def loss(step):
+        out = model(x)
+        seen.append(out.dtype)
+        return (out - target).pow(2).mean()
+    first = loss(0).item()
+    ema = training.run_training("t", model, loss, 30, tmp_path, lr=0.05, warmup=1, ema_decay=0.0, bf16=True)
+    assert set(seen[1:]) == {torch.bfloat16} and seen[0] == torch.float32
+    assert model.weight.dtype == torch.float32 and all(v.dtype == torch.float32 for v in ema.values())
+    assert loss(0).item() < 0.8 * first
+
+
+def test_train_cli_bf16_reaches_train_base(monkeypatch, tmp_path):
+    from flexi_core import cli
+    calls = {}
+    monkeypatch.setattr(train, "train_base", lambda spec, vae, scale, run_dir, **kw: calls.update(kw))
+    cli.main(["train", "--model", "shapes", "--run-dir", str(tmp_path), "--threads", "1", "--bf16"])
+    assert calls["bf16"] is True
+
+
 def test_train_cli_uses_each_jobs_own_defaults(monkeypatch, tmp_path):
     """`train` without --steps/--batch-size/--lr hands nothing over (the library's defaults apply); given ones pass."""
     import inspect

@@ -119,7 +119,8 @@ def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_s
 
 def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, batch_size: int = 32, lr: float = 8e-4,
                device: str = "cpu", init_from: Path | None = None, data_workers: int = 0, paraphrase: float = 0.0,
-               train_only: tuple[str, ...] = (), time_limit: float | None = None, weak_first: int = 0):
+               train_only: tuple[str, ...] = (), time_limit: float | None = None, weak_first: int = 0,
+               bf16: bool = False):
     """Trains (or resumes) a base transformer; `init_from` (exported weights) starts a new leg from a milestone
     instead of from scratch, e.g. on a GPU host that cannot take the git-ignored checkpoint along.
 
@@ -129,7 +130,8 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
     patch for `steps` more. Returns None while the weak phase is unfinished (out of time: run again to resume).
 
     `train_only` (parameter-name prefixes) freezes the rest: e.g. only the caption projection learns synonyms, so the
-    transformer body, and with it every flexify file trained on it, stays valid."""
+    transformer body, and with it every flexify file trained on it, stays valid. `bf16`: the forward under bfloat16
+    autocast (`run_training`)."""
     from diffusers import DDPMScheduler
     from ..registry import build_transformer
     model = init_like_dit(build_transformer(spec))
@@ -167,7 +169,7 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
         if weak_first:  # --minutes counts both phases
             phase = run_dir / "weak-first"
             if not (run_dir / "checkpoint.pt").exists():
-                spent = _train_weak_first(model, spec, velocity_loss, weak_first, phase, lr, time_limit)
+                spent = _train_weak_first(model, spec, velocity_loss, weak_first, phase, lr, time_limit, bf16)
             else:  # the native phase resumes (a run begun without --weak-first has no weak phase to count)
                 spent = _checkpoint(phase)["cpu_seconds"] if (phase / "checkpoint.pt").exists() else 0.0
             if spent is None:
@@ -179,14 +181,14 @@ def train_base(spec, vae, vae_scale: float, run_dir: Path, steps: int = 5500, ba
             if not any(p.requires_grad for p in model.parameters()):
                 raise FlexiDiTError(f"no parameter of {spec.name} starts with {', '.join(train_only)}")
         run_training(spec.name, model, velocity_loss(family.native_forward), steps, run_dir, lr=lr,
-                     warmup=50 if weak_first else 300, ema_decay=0.999, time_limit=time_limit)
+                     warmup=50 if weak_first else 300, ema_decay=0.999, time_limit=time_limit, bf16=bf16)
     finally:
         batches.close()
     return model
 
 
 def _train_weak_first(model, spec, velocity_loss, steps: int, run_dir: Path, lr: float,
-                      time_limit: float | None) -> float | None:
+                      time_limit: float | None, bf16: bool) -> float | None:
     """The weak phase of progressive training (`train_base`'s `weak_first`); leaves `model` with its EMA weights and
     native layers from the weak ones. Returns the CPU seconds it took, None while unfinished."""
     from ..flexible import FlexibleTransformer
@@ -196,7 +198,7 @@ def _train_weak_first(model, spec, velocity_loss, steps: int, run_dir: Path, lr:
     names = [n for n, p in flex.named_parameters() if p.data_ptr() not in native]  # the native layers get no gradient
     ema = run_training(f"{spec.name} ({mode} patch first)", flex,
                        velocity_loss(lambda x, t, cond: flex(x, t, cond, mode=mode)), steps, run_dir, lr=lr,
-                       warmup=300, ema_decay=0.999, param_names=names, time_limit=time_limit)
+                       warmup=300, ema_decay=0.999, param_names=names, time_limit=time_limit, bf16=bf16)
     state = _checkpoint(run_dir)
     if state["step"] < steps:
         print(f"[{spec.name}] weak phase at step {state['step']} of {steps}; run again to resume")
