@@ -32,6 +32,11 @@ PARAPHRASES = {"trained": data.SYNONYMS, "held-out": data.HELD_OUT_SYNONYMS}
 SAME_READING = {"image": ("colour", "shape", "background"), "video": ("colour", "shape", "direction")}
 
 
+def same_reading(spec: ModelSpec) -> tuple[str, ...]:
+    """SAME_READING of the model's modality, and the texture on the textured models."""
+    return SAME_READING[spec.modality] + (("texture",) if spec.textured else ())
+
+
 def eval_set(spec, n: int, offset: int = EVAL_SEED, synonyms: dict | None = None):
     """n procedural items: (real pixels, scenes, conditions); classes are balanced for the class model.
 
@@ -168,7 +173,7 @@ class Setting:
                "psnr": None, "ssim": None, "same_reading": None}
         if static is not None:
             static_pixels, static_reads = static
-            keys = SAME_READING[self.spec.modality] + (("texture",) if self.spec.textured else ())
+            keys = same_reading(self.spec)
             out["psnr"] = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(static_pixels, pixels)]))
             out["ssim"] = float(np.mean([ssim(a, b) for a, b in zip(static_pixels, pixels)]))
             out["same_reading"] = float(np.mean([all(a[k] == b[k] for k in keys)
@@ -196,9 +201,11 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
                      "flops_ratio": flops / static_flops, "seconds": seconds, **row})
         return pixels, reads
 
-    static, native_condition, static_run = Schedule.static(steps, mode), setting.condition(native), None
+    static = Schedule.static(steps, mode)
     static_flops = schedule_flops(native, static, guidance) * n
-    static_run = add(native, native_condition, "-", "static", 1.0, static)  # the original model (native size)
+    static_run = None  # the static row is scored against nothing; every later row against it (same seed)
+    # the static row: the native size of the first flexified variant (LoRA: the original model exactly)
+    static_run = add(native, setting.condition(native), "-", "static", 1.0, static)
     for variant, model in models:
         condition = setting.condition(model)
         for budget in [b for b in budgets if b < 1]:

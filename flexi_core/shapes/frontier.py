@@ -17,9 +17,9 @@ import json
 import numpy as np
 
 from ..errors import FlexiDiTError
-from .evaluate import Setting, fmt, quality_key, scored_models, weak_mode_of
+from .evaluate import Setting, fmt, quality_key, same_reading, scored_models, weak_mode_of
 from ..inputs import MAX_STEPS, SAMPLERS, whole
-from ..registry import ASSETS
+from ..registry import ASSETS, get_spec
 from ..sampling import budget_schedule
 from ..schedule import Schedule, fewer_steps_for, total_flops
 
@@ -161,6 +161,7 @@ def _title(result: dict) -> str:
 def markdown_table(result: dict) -> str:
     """FlexiDiT's rows, led by the frontier gain, then the static frontier itself."""
     rows = result["rows"]
+    *first, last = same_reading(get_spec(result["model"]))
     out = [f"**{_title(result)}**", "",
            "| variant | steps | budget | FLOPs | frontier gain | accuracy | frontier, same FLOPs | static, fewer "
            "steps (FLOPs): accuracy | Fréchet | Fréchet − frontier | PSNR | SSIM | same reading | schedule |",
@@ -174,8 +175,8 @@ def markdown_table(result: dict) -> str:
                    f"| {fmt(r['frontier_gain_fd'], '+.1f')} | {r['psnr']:.1f} | {r['ssim']:.3f} "
                    f"| {r['same_reading']:.0%} | {r['schedule']} |")
     out += ["", "Static frontier (frontier gain: accuracy points above the static line at equal FLOPs, interpolated; "
-                "same reading: the judge reads the same colour, shape and background / direction as on the static "
-                "run of the same N and seed):", "",
+                f"same reading: the judge reads the same {', '.join(first)} and {last} as on the static run of the "
+                "same N and seed):", "",
             "| static steps | FLOPs | accuracy | Fréchet | seconds |", "|---|---|---|---|---|"]
     real = next(r for r in rows if r["method"] == "real data")
     out.append(f"| real data | – | {real['accuracy']:.1%} | {real['fd']:.1f} | – |")
