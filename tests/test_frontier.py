@@ -140,6 +140,7 @@ def test_a_model_not_yet_flexified_is_scored_statically(tiny_assets, tmp_path):
     result = frontier.frontier("shapes", n=2, steps=(2,), frontier_steps=(1, 2), budgets=(0.55,), chunk=2,
                                assets=tiny_assets)
     assert result["variants"] == [] and "--variants" not in frontier.command(result)
+    assert frontier.command(result).endswith("--sweep-steps 2 --frontier-steps 1,2 --budgets 0.55")  # not the defaults
     assert [r["steps"] for r in result["rows"] if r["method"] == "static"] == [1, 2]
     assert {r["method"] for r in result["rows"]} == {"real data", "static"}
     frontier.plot(result, tmp_path / "static-only.png")

@@ -121,6 +121,10 @@ def command(result: dict) -> str:
                                                                   ("paraphrase", "paraphrase"))
                     if result.get(key) not in (None, "weak"))
     variants = f" --variants {','.join(result['variants'])}" if result["variants"] else ""  # none: static rows only
+    for flag, key, default in (("frontier-steps", "frontier_steps", FRONTIER_STEPS),
+                               ("budgets", "budgets", SWEEP_BUDGETS)):
+        if tuple(result[key]) != default:
+            extra += f" --{flag} {','.join(f'{v:g}' for v in result[key])}"
     return (f"python -m flexi_core evaluate --model {result['model']} --frontier --sampler {result['sampler']} "
             f"--samples {result['samples']}{variants} "
             f"--sweep-steps {','.join(map(str, result['steps']))}{extra}")
