@@ -122,6 +122,18 @@ def test_frontier_cli_quick(frontier_assets, tmp_path):
     assert png.stat().st_size > 10_000 and "frontier gain" in r.stdout
 
 
+def test_budget_table_has_its_baselines(frontier_assets):
+    """`evaluate`'s budget table on a flexified model: static, FlexiDiT, and per budget the reverse schedule and the
+    static model with fewer steps at no more FLOPs, each scored against the static run of the same seeds."""
+    from flexi_core.shapes.evaluate import evaluate
+    result = evaluate("shapes", n=2, steps=4, budgets=(1.0, 0.55), variants=("lora",), chunk=2,
+                      assets=frontier_assets)
+    methods = [r["method"] for r in result["rows"]]
+    assert methods[:3] == ["real data", "static", "FlexiDiT"] and "reverse (weak last)" in methods
+    fewer = [r for r in result["rows"] if r["method"].startswith("static, ")]
+    assert fewer and all(r["flops_ratio"] <= 0.55 + 1e-9 and r["psnr"] is not None for r in fewer), fewer
+
+
 @pytest.mark.parametrize("args,message", [(["--sweep-steps", "4,0"], "from 1 to 1000"),
                                           (["--frontier", "--steps", "8"], "--sweep-steps"),
                                           (["--plot", "f.png"], "add --frontier")])

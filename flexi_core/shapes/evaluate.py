@@ -201,11 +201,11 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
                      "flops_ratio": flops / static_flops, "seconds": seconds, **row})
         return pixels, reads
 
-    static = Schedule.static(steps, mode)
+    static, native_condition = Schedule.static(steps, mode), setting.condition(native)
     static_flops = schedule_flops(native, static, guidance) * n
     static_run = None  # the static row is scored against nothing; every later row against it (same seed)
     # the static row: the native size of the first flexified variant (LoRA: the original model exactly)
-    static_run = add(native, setting.condition(native), "-", "static", 1.0, static)
+    static_run = add(native, native_condition, "-", "static", 1.0, static)
     for variant, model in models:
         condition = setting.condition(model)
         for budget in [b for b in budgets if b < 1]:
