@@ -111,7 +111,7 @@ STOP_SCREENSHOT = ROOT / "docs" / "screenshot-stop.png"
 
 def _choose_model(page, name):
     page.get_by_label("Model").click()
-    page.get_by_role("option", name=name).first.click()
+    page.get_by_role("option", name=re.compile(f"^{re.escape(name)}: ")).first.click()  # "shapes-text" ≠ "shapes-textured"
 
 
 def _error_badges(page) -> int:
