@@ -171,31 +171,6 @@ def test_stop_while_queued_means_the_job_never_runs(tiny_assets):
         demo.close()
 
 
-def test_stop_pressed_before_a_clicked_job_reaches_the_server_stops_it(tiny_assets):
-    """On a loaded server the page's queue request for a job can arrive after its Stop, pressed while the button
-    already said "Running": the Stop counts from the click, so the job stops before its first step (it ran all its
-    steps, and Stop answered "Nothing of this page was running"). The click counts for one job only."""
-    import gradio as gr
-    from types import SimpleNamespace
-    from app.ui import GENERATE_OUTPUTS, FlexiDiTApp
-    app = FlexiDiTApp(tiny_assets)
-    page = SimpleNamespace(session_hash="page-1")
-    generate = app.heavy(app.generate, GENERATE_OUTPUTS)
-    status = GENERATE_OUTPUTS.index("status")
-
-    app.buttons(True, 0)(request=page)  # the click; its job has not reached the server yet
-    assert app.stop(request=page) == gr.skip()  # the job will say it stopped; Stop does not say "nothing ran"
-    time.sleep(0.01)
-    answer = generate(*generate_args(), request=page)[status]
-    assert answer.startswith("**Stopped** before the first step"), answer
-    app.buttons(False, 0)(request=page)
-
-    app.buttons(True, 0)(request=page)  # the next click runs: the earlier Stop was before it
-    assert "flexible" in generate(*generate_args(), request=page)[-1]
-    app.buttons(False, 0)(request=page)
-    assert app.stop(request=page) == "**Stopped.** Nothing of this page was running."
-
-
 # --- 2. request size and memory ---------------------------------------------------------------------------------------
 
 def small_jobs(client, count: int, seed0: int = 0):
@@ -587,3 +562,29 @@ def test_results_download_as_files_that_read_back(served):
         assert p.stat().st_size > 0
         if p.suffix == ".mp4":
             assert iio.imread(p).shape[0] == 8
+
+
+# (in-process, after the memory test: its own app and models must not count in that test's RSS)
+def test_stop_pressed_before_a_clicked_job_reaches_the_server_stops_it(tiny_assets):
+    """On a loaded server the page's queue request for a job can arrive after its Stop, pressed while the button
+    already said "Running": the Stop counts from the click, so the job stops before its first step (it ran all its
+    steps, and Stop answered "Nothing of this page was running"). The click counts for one job only."""
+    import gradio as gr
+    from types import SimpleNamespace
+    from app.ui import GENERATE_OUTPUTS, FlexiDiTApp
+    app = FlexiDiTApp(tiny_assets)
+    page = SimpleNamespace(session_hash="page-1")
+    generate = app.heavy(app.generate, GENERATE_OUTPUTS)
+    status = GENERATE_OUTPUTS.index("status")
+
+    app.buttons(True, 0)(request=page)  # the click; its job has not reached the server yet
+    assert app.stop(request=page) == gr.skip()  # the job will say it stopped; Stop does not say "nothing ran"
+    time.sleep(0.01)
+    answer = generate(*generate_args(), request=page)[status]
+    assert answer.startswith("**Stopped** before the first step"), answer
+    app.buttons(False, 0)(request=page)
+
+    app.buttons(True, 0)(request=page)  # the next click runs: the earlier Stop was before it
+    assert "flexible" in generate(*generate_args(), request=page)[-1]
+    app.buttons(False, 0)(request=page)
+    assert app.stop(request=page) == "**Stopped.** Nothing of this page was running."
