@@ -194,17 +194,18 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
     rows = [real_row]
     native, models = scored_models(name, variants, assets)
 
-    def add(model, condition, variant, method, budget, schedule):
+    def add(model, condition, variant, method, budget, schedule, against=None):
+        """Runs and scores one row; `against` (the static run's pixels and readings) adds same-seed agreement."""
         pixels, flops, seconds = setting.run(model, condition, schedule, f"{variant} {method} {budget}")
-        row, reads = setting.score(pixels, static_run)
+        row, reads = setting.score(pixels, against)
         rows.append({"variant": variant, "method": method, "budget": budget, "schedule": schedule.label,
                      "flops_ratio": flops / static_flops, "seconds": seconds, **row})
         return pixels, reads
 
     static, native_condition = Schedule.static(steps, mode), setting.condition(native)
     static_flops = schedule_flops(native, static, guidance) * n
-    static_run = None  # the static row is scored against nothing; every later row against it (same seed)
-    # the static row: the native size of the first flexified variant (LoRA: the original model exactly)
+    # the static row: the native size of the first flexified variant (LoRA: the original model exactly); every later
+    # row is scored against it (same seeds)
     static_run = add(native, native_condition, "-", "static", 1.0, static)
     for variant, model in models:
         condition = setting.condition(model)
@@ -213,13 +214,15 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
                 schedule = budget_schedule(model, budget, steps, guidance, mode, lead, sampler)
             except ValueError:  # below the weak model's own cost: not reachable by FlexiDiT
                 continue
-            add(model, condition, variant, "FlexiDiT", budget, schedule)
+            add(model, condition, variant, "FlexiDiT", budget, schedule, static_run)
             if baselines and variant == models[0][0]:
-                add(model, condition, "-", "reverse (weak last)", budget, dataclasses.replace(schedule, weak_last=True))
+                add(model, condition, "-", "reverse (weak last)", budget, dataclasses.replace(schedule, weak_last=True),
+                    static_run)
                 fewer = max(1, int(budget * steps))  # floor: the baseline stays within its budget
-                add(native, native_condition, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode))
+                add(native, native_condition, "-", f"static, {fewer} steps", budget, Schedule.static(fewer, mode),
+                    static_run)
         if baselines and variant == models[0][0]:
-            add(model, condition, "-", "weak model alone", None, Schedule(steps, 0, 0, mode))
+            add(model, condition, "-", "weak model alone", None, Schedule(steps, 0, 0, mode), static_run)
     return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
             "lead": lead, "paraphrase": paraphrase, "samples": n, "sampler": sampler,
             "steps": steps, "guidance": guidance, "variants": [v for v, _ in models], "rows": rows}
