@@ -291,6 +291,8 @@ def cmd_card(args):
     if not card.training_curves(Path("runs"), ASSETS / "training-curves.png"):
         print("no training logs under runs/: training-curves.png left as it is")
     for name in args.models.split(","):
+        if name not in card.CURVES:  # a model beside the defaults: its own figure
+            card.training_curves(Path("runs"), ASSETS / f"training-curves-{name}.png", names=(name,))
         conditions = card.sample_grid(name, ASSETS / f"samples-{name}.png", steps=args.steps)
         print(name, "columns:", "; ".join(conditions))
 

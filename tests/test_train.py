@@ -237,6 +237,18 @@ def test_training_curves_keep_the_shipped_figure_without_logs(tmp_path):
     assert training_curves(tmp_path / "runs", out) and out.stat().st_size > 1000
 
 
+def test_a_progressive_run_plots_its_weak_phase_first(tmp_path):
+    """`train --weak-first`: the native steps are counted after the weak phase's, which comes first."""
+    import json
+    from flexi_core.shapes.card import loss_log
+    run = tmp_path / "shapes-textured"
+    (run / "weak-first").mkdir(parents=True)
+    (run / "weak-first" / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 1.0}) for s in (50, 100)))
+    (run / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 0.5}) for s in (50, 100, 150)))
+    assert loss_log(run) == ([50, 100, 150, 200, 250], [1.0, 1.0, 0.5, 0.5, 0.5], 100)
+    assert loss_log(tmp_path / "none") is None
+
+
 def test_bf16_runs_the_forward_in_bfloat16_and_keeps_fp32_weights(tmp_path):
     """`bf16`: the loss's forward under bfloat16 autocast (a linear layer's output is bfloat16 there), the weights, the
     EMA and the loss handed to backward fp32; it still learns."""

@@ -14,30 +14,48 @@ from ..sampling import budget_schedule, encode_condition, sample
 from ..schedule import Schedule
 
 
-def training_curves(runs: Path, out: Path, names=("vae", "judge", "shapes", "shapes-text", "shapes-video")) -> bool:
-    """Plots the losses logged under `runs/NAME/`; without any log (a fresh clone) the shipped figure stays."""
-    logs = {name: runs / name / "log.jsonl" for name in names if (runs / name / "log.jsonl").exists()}
+CURVES = ("vae", "judge", "shapes", "shapes-text", "shapes-video")  # the shipped training-curves.png
+
+
+def training_curves(runs: Path, out: Path, names=CURVES) -> bool:
+    """Plots the losses logged under `runs/NAME/`; without any log (a fresh clone) the shipped figure stays. A
+    progressive run (`train --weak-first`) shows its weak phase first, its native steps after it, and the seam."""
+    logs = {name: log for name in names if (log := loss_log(runs / name))}
     if not logs:
         return False
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, log in logs.items():
-        rows = [json.loads(line) for line in log.read_text().splitlines()]
-        steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
-        ax = axes[0] if name.startswith("shapes") else axes[1]
-        ax.plot(steps, losses, label=name)
-    axes[0].set(title="diffusion transformers (v-prediction MSE)", xlabel="step", yscale="log")
-    axes[1].set(title="autoencoder (L1+L2) and judge (CE+geometry)", xlabel="step", yscale="log")
-    for ax in axes:
-        if ax.lines:
-            ax.legend()
+    panels = [("shapes", "diffusion transformers (v-prediction MSE)"), ("", "autoencoder (L1+L2) and judge (CE+geometry)")]
+    panels = [(kind, title) for kind, title in panels if any(n.startswith("shapes") == bool(kind) for n in logs)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for name, (steps, losses, seam) in logs.items():
+        ax = axes[0][[bool(kind) for kind, _ in panels].index(name.startswith("shapes"))]
+        line, = ax.plot(steps, losses, label=name if seam is None else f"{name} (weak patch for {seam} steps)")
+        if seam is not None:
+            ax.axvline(seam, color=line.get_color(), ls=":", lw=1)
+    for ax, (_, title) in zip(axes[0], panels):
+        ax.set(title=title, xlabel="step", yscale="log")
+        ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=80)
     plt.close(fig)
     return True
+
+
+def loss_log(run_dir: Path) -> tuple[list[int], list[float], int | None] | None:
+    """(steps, losses, seam) of a run folder's log, or None without one; a weak phase (run_dir/weak-first) comes
+    first and its last step is the seam where the native steps begin (None without a weak phase)."""
+    def read(log: Path):
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return [r["step"] for r in rows], [r["loss"] for r in rows]
+    steps, losses = read(run_dir / "log.jsonl")
+    weak_steps, weak_losses = read(run_dir / "weak-first" / "log.jsonl")
+    if not steps and not weak_steps:
+        return None
+    seam = weak_steps[-1] if weak_steps else None
+    return weak_steps + [s + (seam or 0) for s in steps], weak_losses + losses, seam
 
 
 def _first_reachable(model, budget: float, steps: int) -> Schedule | None:
