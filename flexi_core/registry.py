@@ -79,14 +79,15 @@ SPECS = {s.name: s for s in [
               (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.CLASS_NAMES,
               vae="vae-2x", description="embedded pilot: shapes on a 16x16 latent (256 tokens), 32x32 px"),
     # issue 18: the paper's token regime on data with detail for the late steps (textured objects, a 2x autoencoder
-    # trained on them); 25 DDIM steps, and the budget where FlexiDiT beat fewer steps at equal FLOPs (40%: +7.8 points
-    # there, +13.1 at 10 DPM-Solver++ steps; at 55% it was below; assets/README.md)
+    # trained on them); where FlexiDiT pays (assets/README.md, 256 samples): at 10 DPM-Solver++ steps, 40% is 11 points
+    # above the static frontier at equal FLOPs (55%: +3); at 25 DDIM steps fewer steps beat it
     ModelSpec("shapes-textured", "dit", "class",
               dict(_SMALL, num_layers=6, sample_size=16, patch_size=1,
                    num_embeds_ada_norm=len(data.TEXTURED_CLASS_NAMES)),
               (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.TEXTURED_CLASS_NAMES,
-              textured=True, vae="vae-2x-texture", judge="judge-texture.safetensors", steps=25, budget=0.4,
-              description="embedded: 64 textured shapes on a 16x16 latent (256 tokens, 64 weak), 32x32 px"),
+              textured=True, vae="vae-2x-texture", judge="judge-texture.safetensors", budget=0.4,
+              description="embedded: 64 textured shapes on a 16x16 latent (256 tokens, 64 weak), 32x32 px",
+              **_WHERE_IT_PAYS),
     ModelSpec("shapes-text-textured", "pixart", "text",
               dict(_SMALL, num_layers=6, sample_size=16, patch_size=1, cross_attention_dim=192, caption_channels=384,
                    use_additional_conditions=False, norm_elementwise_affine=False, norm_eps=1e-6),
