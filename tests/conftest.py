@@ -211,6 +211,38 @@ def run_cli(args, assets=None, timeout=300):
                           cwd=ROOT, timeout=timeout)
 
 
+_MANY = """
+import contextlib, io, json, sys, traceback
+from flexi_core.cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        except BaseException:  # what would escape `python -m flexi_core` as a traceback
+            code = 1
+            traceback.print_exc()
+    out.append([code, err.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def run_cli_many(argvs, assets=None, timeout=300) -> list[tuple[int, str]]:
+    """(exit code, stderr) of `flexi_core.cli.main` for each argv, all in one `python` process (one import of torch
+    and diffusers instead of one per case); what `python -m flexi_core` would end with a traceback shows as one here."""
+    import json
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if assets is not None:
+        env["FLEXIDIT_ASSETS"] = str(assets)
+    r = subprocess.run([sys.executable, "-c", _MANY, json.dumps(argvs)], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [tuple(x) for x in json.loads(r.stdout.strip().splitlines()[-1])]
+
+
 # --- the app as its own process, and a small real file system (issue 17) -------------------------------------------
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ import os
 import re
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 from flexi_core.registry import get_spec
 from PIL import Image
 
@@ -71,7 +71,7 @@ def test_flops_command_needs_no_weights(tmp_path):
     assert float(r.stdout.strip().splitlines()[-1]) == pytest.approx(58.2, rel=0.01)
 
 
-@pytest.mark.parametrize("args,message", [
+ONE_LINE_ERRORS = [
     (["generate", "--model", "nope", "--class-label", "1"], "unknown model"),
     (["generate", "--model", "shapes", "--class-label", "purple cube"], "unknown class"),
     (["generate", "--model", "shapes", "--class-label", "red circle", "--budget", "0"], "budget"),
@@ -83,11 +83,15 @@ def test_flops_command_needs_no_weights(tmp_path):
     (["train", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
     (["flexify", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
     (["train", "--model", "shapes-text", "--paraphrase", "1.5"], "in [0, 1]"),
-])
-def test_errors_are_one_line(tiny_assets, args, message):
-    r = run_cli([*args, *(["--out-dir", "/tmp/flexi-cli-errors"] if args[0] == "generate" else [])], tiny_assets)
-    assert r.returncode == 2
-    assert message in r.stderr and "Traceback" not in r.stderr
+]
+
+
+def test_errors_are_one_line(tiny_assets):
+    """Each bad command exits 2 with its one-line message and no traceback (all cases in one process)."""
+    argvs = [[*args, *(["--out-dir", "/tmp/flexi-cli-errors"] if args[0] == "generate" else [])]
+             for args, _ in ONE_LINE_ERRORS]
+    for (args, message), (code, stderr) in zip(ONE_LINE_ERRORS, run_cli_many(argvs, tiny_assets)):
+        assert code == 2 and message in stderr and "Traceback" not in stderr, (args, code, stderr)
 
 
 def test_missing_assets_say_how_to_get_them(tmp_path):
