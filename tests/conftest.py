@@ -202,13 +202,18 @@ def start_long_job(demo):
     return client, job
 
 
-def run_cli(args, assets=None, timeout=300):
-    """`python -m flexi_core ARGS` in the repository, with FLEXIDIT_ASSETS set when `assets` is given."""
+def _cli_env(assets=None) -> dict:
+    """The environment of a CLI run in the repository: FLEXIDIT_ASSETS set when `assets` is given."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if assets is not None:
         env["FLEXIDIT_ASSETS"] = str(assets)
-    return subprocess.run([sys.executable, "-m", "flexi_core", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
+    return env
+
+
+def run_cli(args, assets=None, timeout=300):
+    """`python -m flexi_core ARGS` in the repository, with FLEXIDIT_ASSETS set when `assets` is given."""
+    return subprocess.run([sys.executable, "-m", "flexi_core", *args], capture_output=True, text=True,
+                          env=_cli_env(assets), cwd=ROOT, timeout=timeout)
 
 
 _MANY = """
@@ -234,11 +239,8 @@ def run_cli_many(argvs, assets=None, timeout=300) -> list[tuple[int, str]]:
     """(exit code, stderr) of `flexi_core.cli.main` for each argv, all in one `python` process (one import of torch
     and diffusers instead of one per case); what `python -m flexi_core` would end with a traceback shows as one here."""
     import json
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if assets is not None:
-        env["FLEXIDIT_ASSETS"] = str(assets)
-    r = subprocess.run([sys.executable, "-c", _MANY, json.dumps(argvs)], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=timeout)
+    r = subprocess.run([sys.executable, "-c", _MANY, json.dumps(argvs)], capture_output=True, text=True,
+                       env=_cli_env(assets), cwd=ROOT, timeout=timeout)
     assert r.returncode == 0, r.stderr[-2000:]
     return [tuple(x) for x in json.loads(r.stdout.strip().splitlines()[-1])]
 

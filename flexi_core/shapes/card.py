@@ -26,15 +26,15 @@ def training_curves(runs: Path, out: Path, names=CURVES) -> bool:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = [("shapes", "diffusion transformers (v-prediction MSE)"), ("", "autoencoder (L1+L2) and judge (CE+geometry)")]
-    panels = [(kind, title) for kind, title in panels if any(n.startswith("shapes") == bool(kind) for n in logs)]
+    titles = {True: "diffusion transformers (v-prediction MSE)", False: "autoencoder (L1+L2) and judge (CE+geometry)"}
+    panels = [k for k in titles if any(n.startswith("shapes") == k for n in logs)]  # one per kind that has a log
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for name, (steps, losses, seam) in logs.items():
-        ax = axes[0][[bool(kind) for kind, _ in panels].index(name.startswith("shapes"))]
+        ax = axes[0][panels.index(name.startswith("shapes"))]
         line, = ax.plot(steps, losses, label=name if seam is None else f"{name} (weak patch for {seam} steps)")
         if seam is not None:
             ax.axvline(seam, color=line.get_color(), ls=":", lw=1)
-    for ax, (_, title) in zip(axes[0], panels):
+    for ax, title in zip(axes[0], (titles[k] for k in panels)):
         ax.set(title=title, xlabel="step", yscale="log")
         ax.legend()
         ax.grid(alpha=0.3)
