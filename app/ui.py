@@ -436,7 +436,7 @@ class FlexiDiTApp:
             fraction = _budget(budget)
             flops_of, patches, note = self._flops_context(run.spec, run.variant, run.weak_mode)
             sched = schedule_for_budget(fraction, run.steps, flops_of, run.guided, run.weak_mode, run.lead,
-                                        run.sampler)
+                                        run.sampler, run.unguided_below)
             flexible = total_flops(sched, flops_of, run.guided)
             static = total_flops(Schedule.static(run.steps, run.weak_mode), flops_of, run.guided)
         except (FlexiDiTError, ModelUnavailable) as e:
@@ -457,6 +457,9 @@ class FlexiDiTApp:
         if hatched:  # only with guidance: without it both passes share the schedule
             text += (f" The unconditional pass stays weak in {_step_range(hatched[0], hatched[-1])}: there guidance "
                      "starts from the weak model's conditional prediction (hatched in the timeline).")
+        if not sched.weak_guidance:
+            text += (" At this budget the weak steps run without guidance (no unconditional pass: half their FLOPs, "
+                     "the lower bars), so the same FLOPs buy more native steps at the end.")
         return text
 
     def fit_budget(self, model_name, variant, weak_mode, guidance, budget):

@@ -150,7 +150,7 @@ def cmd_generate(args):
     schedule = None
     if args.schedule:
         schedule = Schedule.parse(args.schedule, steps, args.weak_mode or next(iter(model.flexible.weak_modes)),
-                                  args.lead or 0)
+                                  args.lead or 0, weak_guidance=args.weak_guidance != "off")
     if not model.flexify_trained:
         print(f"note: no flexify weights for {model.spec.name} ({model.variant}); the weak patch size runs its "
               f"untrained PI-resize initialisation", file=sys.stderr)
@@ -161,7 +161,7 @@ def cmd_generate(args):
         result = generate(model, class_label=args.class_label, prompt=args.prompt, budget=args.budget, steps=steps,
                           seed=args.seed, guidance=args.cfg, sampler=args.sampler, weak_mode=args.weak_mode,
                           lead=args.lead, schedule=schedule, compare=args.compare, fewer_steps=args.compare,
-                          progress=progress)
+                          weak_guidance=WEAK_GUIDANCE[args.weak_guidance], progress=progress)
     stem = f"{model.spec.name}-seed{args.seed}"
     files = {name: str(save_media(run.pixels, out / f"{stem}-{name.replace('_', '-')}"))
              for name, run in result.runs.items()}
@@ -250,7 +250,7 @@ def cmd_evaluate(args):
             frontier_steps=args.frontier_steps or ((1, 2, 3, 4, 6) if quick else frontier.FRONTIER_STEPS),
             budgets=args.budgets or ((0.55,) if quick else frontier.SWEEP_BUDGETS), sampler=args.sampler,
             variants=variants, weak_mode=args.weak_mode, guidance=args.cfg, lead=args.lead,
-            paraphrase=args.paraphrase)
+            paraphrase=args.paraphrase, weak_guidance=WEAK_GUIDANCE[args.weak_guidance])
         print(frontier.markdown_table(result))
         if args.plot:
             frontier.plot(result, Path(args.plot))
@@ -259,7 +259,8 @@ def cmd_evaluate(args):
                           steps=args.steps or (10 if quick else None),
                           budgets=args.budgets or ((1.0, 0.55) if quick else BUDGETS), variants=variants,
                           baselines=not args.no_baselines, weak_mode=args.weak_mode, guidance=args.cfg,
-                          lead=args.lead, paraphrase=args.paraphrase, sampler=args.sampler)
+                          lead=args.lead, paraphrase=args.paraphrase, sampler=args.sampler,
+                          weak_guidance=WEAK_GUIDANCE[args.weak_guidance])
         print(markdown_table(result))
     if not result["variants"]:
         print(f"note: {args.model} has no flexify weights for {args.variants}: static rows only; "
@@ -299,6 +300,10 @@ def cmd_card(args):
 
 PARAPHRASE_HELP = ("embedded text models: chance that a caption's colour or shape word is a synonym "
                    "(data.SYNONYMS)")
+WEAK_GUIDANCE = {None: None, "on": True, "off": False}
+WEAK_GUIDANCE_HELP = ("on: the weak steps run classifier-free guidance (an unconditional pass each); off: the "
+                      "conditional pass alone, at half the cost (default: the model's rule; shapes runs them without "
+                      "below a 50%% budget)")
 LEAD_HELP = ("native steps that run before the weak ones (default: the model's measured share, e.g. 3 of 25 for "
              "shapes-video's spatial mode, else 0)")
 
@@ -368,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's (ddim: DDIM, dpm: DPM-Solver++)")
     p.add_argument("--weak-mode", help="video: temporal or spatial (default: the first)")
     p.add_argument("--lead", type=int, help=LEAD_HELP)
+    p.add_argument("--weak-guidance", choices=["on", "off"], help=WEAK_GUIDANCE_HELP)
     p.add_argument("--compare", action="store_true", help="also sample the static model from the same seed, and the "
                    "static model with fewer steps at no more than the flexible run's FLOPs")
     p.add_argument("--out-dir", default="outputs")
@@ -410,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 1,0.75,0.55,0.4,0.25; the static row always runs)")
     p.add_argument("--weak-mode", help="video: temporal or spatial")
     p.add_argument("--lead", type=int, help=LEAD_HELP)
+    p.add_argument("--weak-guidance", choices=["on", "off"], help=WEAK_GUIDANCE_HELP)
     p.add_argument("--cfg", type=float, help="classifier-free guidance scale for every row (default: the model's)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--paraphrase", choices=["trained", "held-out"],

@@ -116,7 +116,8 @@ def timing_noise(static: Sample, flexible: Sample, draws: int = 1000) -> float:
 def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float | None = None,
              steps: int | None = None, seed: int = 0, guidance: float | None = None, sampler: str | None = None,
              weak_mode: str | None = None, lead: int | None = None, schedule: Schedule | None = None,
-             compare: bool = True, fewer_steps: bool = False, progress=None) -> Comparison:
+             compare: bool = True, fewer_steps: bool = False, weak_guidance: bool | None = None,
+             progress=None) -> Comparison:
     """Samples the flexible schedule for `budget` (or the given schedule) and, with `compare`, the static one, and
     with `fewer_steps` the obvious alternative: the static model with fewer steps at no more than the flexible run's
     FLOPs; their steps alternate. Every argument is checked here, once (`inputs.settings`); None takes the model's
@@ -128,10 +129,10 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     elif budget is None:
         budget = model.spec.budget
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, seed=seed,
-                   weak_mode=weak_mode, lead=lead, sampler=sampler)
+                   weak_mode=weak_mode, lead=lead, sampler=sampler, weak_guidance=weak_guidance)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
     schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
-                                               run.lead, run.sampler)
+                                               run.lead, run.sampler, run.unguided_below)
     schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}
     schedules["flexible"] = schedule
     if fewer_steps:

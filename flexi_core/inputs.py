@@ -58,6 +58,7 @@ class Settings:
     weak_mode: str
     lead: int
     sampler: str
+    unguided_below: float  # budgets below this run the weak steps without guidance (schedule.py)
 
     @property
     def guided(self) -> bool:
@@ -66,10 +67,11 @@ class Settings:
 
 
 def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_mode=None, lead=None,
-             sampler=None) -> Settings:
+             sampler=None, weak_guidance=None) -> Settings:
     """Checks a run's settings against `spec` (a registry.ModelSpec) and fills in its defaults: steps, guidance,
-    sampler, the first weak mode, the model's measured lead. `weak_modes`: those of the loaded model (default the
-    spec's)."""
+    sampler, the first weak mode, the model's measured lead and the budgets whose weak steps run without guidance.
+    `weak_modes`: those of the loaded model (default the spec's). `weak_guidance` True / False: the weak steps run
+    with / without guidance at every budget; None: the model's rule (`spec.unguided_below`)."""
     weak_modes = list(weak_modes or spec.weak_patches)
     steps = whole(spec.steps if steps is None else steps, "steps", 1, MAX_STEPS)
     guidance = real(spec.guidance if guidance is None else guidance, "guidance", 0, MAX_GUIDANCE)
@@ -81,4 +83,7 @@ def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_m
     sampler = spec.sampler if sampler is None else sampler
     if sampler not in SAMPLERS:
         raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLERS)}, not {str(sampler)[:40]!r}")
-    return Settings(steps, guidance, seed, mode, lead, sampler)
+    if weak_guidance is not None and not isinstance(weak_guidance, bool):
+        raise FlexiDiTError(f"weak_guidance must be True, False or None (the model's rule), not {str(weak_guidance)[:40]!r}")
+    unguided_below = spec.unguided_below if weak_guidance is None else 0.0 if weak_guidance else math.inf
+    return Settings(steps, guidance, seed, mode, lead, sampler, unguided_below)

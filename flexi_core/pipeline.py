@@ -111,12 +111,13 @@ class FlexiDiTPipeline:
                  budget: float | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  seed: int | None = None, sampler: str | None = None, weak_mode: str | None = None,
-                 schedule: Schedule | None = None, compare: bool = False,
+                 schedule: Schedule | None = None, compare: bool = False, weak_guidance: bool | None = None,
                  output_type: str = "pil", progress=None) -> FlexiDiTOutput:
         """Samples each prompt / class label at `budget` (a fraction of the static FLOPs, in (0, 1]; default the
         model's) or an explicit `schedule`. Sample i's noise comes from seed `seed + i`, or from a seed drawn from
         `generator` (so the same generator state gives the same pictures). `compare=True` also samples the static
-        model from the same seeds. `progress(fraction, text)` is called after every denoising step."""
+        model from the same seeds. `weak_guidance` False runs the weak steps without guidance (True: with; default:
+        the model's rule). `progress(fraction, text)` is called after every denoising step."""
         if output_type not in ("pil", "np"):
             raise FlexiDiTError(f"output_type must be 'pil' or 'np', not {output_type!r}")
         conditions = class_labels if self.spec.conditioning == "class" else prompt
@@ -134,7 +135,8 @@ class FlexiDiTPipeline:
             runs.append(generate(self.model, class_label=c if self.spec.conditioning == "class" else None,
                                  prompt=c if self.spec.conditioning == "text" else None, budget=budget,
                                  steps=num_inference_steps, seed=seed + i, guidance=guidance_scale, sampler=sampler,
-                                 weak_mode=weak_mode, schedule=schedule, compare=compare, progress=step_progress))
+                                 weak_mode=weak_mode, schedule=schedule, compare=compare,
+                                 weak_guidance=weak_guidance, progress=step_progress))
         convert = _pil if output_type == "pil" else (lambda p: p)
 
         def output(samples) -> FlexiDiTOutput:

@@ -40,6 +40,8 @@ class ModelSpec:
     text_tokens: int = 0  # length of the text-token sequence the denoiser attends to
     description: str = ""
     lead_share: dict = field(default_factory=dict)  # weak mode -> share of the steps run native before it (schedule.py)
+    unguided_below: float = 0.0  # budgets below this run their weak steps without guidance (schedule.py); measured
+
 
     def lead_steps(self, weak_mode: str, steps: int) -> int:
         """Leading native steps of a budget schedule; measured at 25 steps and kept as a share of them."""

@@ -109,12 +109,14 @@ def make_scheduler(model: LoadedModel, sampler: str = "ddim"):
 
 
 def budget_schedule(model: LoadedModel, budget: float, steps: int, guidance: float,
-                    weak_mode: str | None = None, lead: int | None = None, sampler: str | None = None) -> Schedule:
+                    weak_mode: str | None = None, lead: int | None = None, sampler: str | None = None,
+                    weak_guidance: bool | None = None) -> Schedule:
     """The budget's schedule; `lead` leading native steps, by default the model's measured number; `sampler` (the
-    split depends on it), by default the model's."""
+    split depends on it), by default the model's; `weak_guidance` (True / False), by default the model's rule."""
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, weak_mode=weak_mode,
-                   lead=lead, sampler=sampler)
-    return schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode, run.lead, run.sampler)
+                   lead=lead, sampler=sampler, weak_guidance=weak_guidance)
+    return schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode, run.lead, run.sampler,
+                               run.unguided_below)
 
 
 def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> int:
@@ -145,7 +147,7 @@ def denoise(model: LoadedModel, condition: Condition, schedule: Schedule, seeds:
         start = time.perf_counter()
         c_mode, u_mode = schedule.modes(i) if use_cfg else (schedule.modes(i)[0], None)
         x = scheduler.scale_model_input(latents, t)
-        eps = guided(flex, x, t, condition.cond, condition.uncond, guidance, c_mode, u_mode)
+        eps = guided(flex, x, t, condition.cond, condition.uncond, guidance if u_mode else 1.0, c_mode, u_mode)
         latents = scheduler.step(eps, t, latents, generator=generators).prev_sample
         if not torch.isfinite(latents).all():
             raise DivergedError(f"sampling diverged at step {i} (non-finite latents); try fewer weak steps")

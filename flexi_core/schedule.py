@@ -30,6 +30,7 @@ class Schedule:
     weak_mode: str = "weak"
     weak_last: bool = False  # the same steps in reverse order (weak model last): the paper's ablation
     lead: int = 0  # the first `lead` steps of both passes run at the native size too
+    weak_guidance: bool = True  # False: a step whose conditional pass is weak runs no unconditional pass
 
     def __post_init__(self):
         if not (0 <= self.native_cond <= self.steps and 0 <= self.native_uncond <= self.steps):
@@ -42,11 +43,12 @@ class Schedule:
         return cls(steps, steps, steps, weak_mode)
 
     @classmethod
-    def parse(cls, text: str, steps: int, weak_mode: str = "weak", lead: int = 0) -> "Schedule":
+    def parse(cls, text: str, steps: int, weak_mode: str = "weak", lead: int = 0,
+              weak_guidance: bool = True) -> "Schedule":
         """'x/y' (native conditional/unconditional steps) or 'x' (same for both)."""
         cond, _, uncond = text.partition("/")
         try:
-            return cls(steps, int(cond), int(uncond or cond), weak_mode, lead=lead)
+            return cls(steps, int(cond), int(uncond or cond), weak_mode, lead=lead, weak_guidance=weak_guidance)
         except ValueError as e:  # int() of something else, or counts out of range
             detail = str(e) if isinstance(e, FlexiDiTError) else "use whole numbers, 'x/y' or 'x'"
             raise FlexiDiTError(f"schedule {text!r}: {detail}") from None
@@ -56,9 +58,13 @@ class Schedule:
             step = self.steps - 1 - step
         return NATIVE if step < self.lead or step >= self.steps - native else self.weak_mode
 
-    def modes(self, step: int) -> tuple[str, str]:
-        """(conditional mode, unconditional mode) of step `step` (0 = the noisiest)."""
-        return self._mode(step, self.native_cond), self._mode(step, self.native_uncond)
+    def modes(self, step: int) -> tuple[str, str | None]:
+        """(conditional mode, unconditional mode) of step `step` (0 = the noisiest); the unconditional mode is None
+        where a weak step runs without guidance."""
+        cond = self._mode(step, self.native_cond)
+        if cond != NATIVE and not self.weak_guidance:
+            return cond, None
+        return cond, self._mode(step, self.native_uncond)
 
     @property
     def weak_steps(self) -> int:
@@ -72,9 +78,10 @@ class Schedule:
 
     @property
     def label(self) -> str:
-        """'x/y', or 'x/y after L native' with leading native steps."""
+        """'x/y', 'x/y after L native' with leading native steps, ', weak unguided' where weak steps skip guidance."""
         lead = f" after {self.lead_steps} native" if self.lead_steps else ""
-        return f"{self.native_cond}/{self.native_uncond}{lead}"
+        unguided = ", weak unguided" if not self.weak_guidance and self.weak_steps else ""
+        return f"{self.native_cond}/{self.native_uncond}{lead}{unguided}"
 
     def runs(self, unconditional: bool = False) -> list[tuple[str, int, int]]:
         """The pass's steps as (mode, first, last) runs, counted from 1: what a timeline or a sentence shows."""
@@ -91,7 +98,7 @@ class Schedule:
 def step_flops(schedule: Schedule, step: int, flops_of: dict, guidance: bool) -> int:
     """FLOPs of one step; `flops_of[mode]` is one batch-1 forward at that mode's patch size."""
     cond, uncond = schedule.modes(step)
-    return flops_of[cond] + (flops_of[uncond] if guidance else 0)
+    return flops_of[cond] + (flops_of[uncond] if guidance and uncond else 0)
 
 
 def total_flops(schedule: Schedule, flops_of: dict, guidance: bool) -> int:
@@ -126,20 +133,22 @@ def most_weak_uncond(steps: int, weak_cond: int, sampler: str = "ddim") -> int:
 
 
 def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: bool, weak_mode: str = "weak",
-                        lead: int = 0, sampler: str = "ddim") -> Schedule:
+                        lead: int = 0, sampler: str = "ddim", unguided_below: float = 0.0) -> Schedule:
     """Within `budget` x the static FLOPs: the fewest weak conditional steps w, then the fewest weak unconditional
     steps in [w, most_weak_uncond(steps, w, sampler)] (without guidance there is no unconditional pass). Leading
     native steps never displace the native ones at the end, which matter more (the reverse schedule is clearly
     worse): a budget gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at
-    the end."""
+    the end. A budget below `unguided_below` runs its weak steps without guidance (see UNGUIDED_WEAK), so the same
+    FLOPs buy more native steps."""
     if isinstance(budget, Real) and math.isnan(budget):
         raise FlexiDiTError("budget is not a number")
     if isinstance(budget, bool) or not isinstance(budget, Real) or not 0 < budget <= 1:
         raise FlexiDiTError(f"budget must be in (0, 1] (a fraction of the static FLOPs), got {budget!r}")
     limit = budget * total_flops(Schedule.static(steps, weak_mode), flops_of, guidance) * (1 + 1e-12)
+    weak_guidance = not (guidance and budget < unguided_below)
     for lead_steps in range(min(lead, steps), -1, -1):
         make = lambda weak_cond, weak_uncond: Schedule(  # noqa: E731
-            steps, steps - weak_cond, steps - weak_uncond, weak_mode, lead=lead_steps)
+            steps, steps - weak_cond, steps - weak_uncond, weak_mode, lead=lead_steps, weak_guidance=weak_guidance)
         fits = lambda weak_cond, weak_uncond: total_flops(make(weak_cond, weak_uncond), flops_of, guidance) <= limit
         for weak_cond in range(steps + 1):
             most_uncond = most_weak_uncond(steps, weak_cond, sampler) if guidance else weak_cond

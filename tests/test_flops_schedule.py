@@ -97,6 +97,36 @@ def test_guided_schedules_keep_the_unconditional_pass_weak_longer():
     assert schedule_for_budget(1.0, 25, FLOPS_OF, True).label == "25/25"
 
 
+def test_weak_steps_without_guidance_skip_the_unconditional_pass():
+    s = Schedule(10, 4, 2, weak_guidance=False)
+    modes = [s.modes(i) for i in range(10)]
+    assert modes == [("weak", None)] * 6 + [("native", "weak")] * 2 + [("native", "native")] * 2
+    assert total_flops(s, FLOPS_OF, True) == 6 * 23 + 2 * (100 + 23) + 2 * 200  # no unconditional weak pass
+    assert s.label == "4/2, weak unguided" and s.runs(unconditional=True)[0] == (None, 1, 6)
+    assert Schedule(10, 10, 10, weak_guidance=False).label == "10/10"  # no weak step: nothing to say
+    assert Schedule.parse("4/2", 10, weak_guidance=False) == s
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm"])
+def test_budgets_below_unguided_below_buy_more_native_steps(sampler):
+    """Below `unguided_below` the weak steps run without guidance: within the budget still, and with at least as
+    many native conditional steps as the guided rule affords; at and above it the guided rule, unchanged."""
+    steps = 10
+    static = total_flops(Schedule.static(steps), FLOPS_OF, True)
+    for b in [i / 100 for i in range(24, 101)]:
+        s = schedule_for_budget(b, steps, FLOPS_OF, True, sampler=sampler, unguided_below=0.5)
+        guided = schedule_for_budget(b, steps, FLOPS_OF, True, sampler=sampler)
+        assert total_flops(s, FLOPS_OF, True) <= b * static + 1e-9
+        if b >= 0.5:
+            assert s == guided
+        else:
+            assert not s.weak_guidance and s.native_cond >= guided.native_cond
+    assert schedule_for_budget(0.4, steps, FLOPS_OF, True, sampler="dpm", unguided_below=0.5).label == \
+        "4/2, weak unguided"  # the guided rule: 3/1
+    # without guidance there is no unconditional pass to skip
+    assert schedule_for_budget(0.4, steps, FLOPS_OF, False, unguided_below=0.5).weak_guidance
+
+
 @pytest.mark.parametrize("budget", [0, -0.5, 1.5, float("nan"), 0.1])
 def test_bad_budgets_are_refused(budget):
     with pytest.raises(ValueError):

@@ -44,6 +44,7 @@ def shapes(tiny_assets):
     ("guidance", float("nan"), "guidance must be a number from 0 to 30, got nan"),
     ("weak_mode", "diagonal", "weak mode must be one of ['weak'], not 'diagonal'"),
     ("sampler", "euler", "sampler must be one of ddim, dpm, ddpm, not 'euler'"),
+    ("weak_guidance", "off", "weak_guidance must be True, False or None (the model's rule), not 'off'"),
 ])
 def test_settings_refuse_with_one_message(field, value, text):
     with pytest.raises(FlexiDiTError) as e:
@@ -55,6 +56,10 @@ def test_settings_fill_in_the_models_defaults():
     run = settings(get_spec("shapes-video"), weak_mode="spatial", steps=25)
     assert (run.steps, run.guidance, run.weak_mode, run.lead, run.guided) == (25, 4.0, "spatial", 3, True)
     assert settings(get_spec("shapes"), guidance=1).guided is False
+    shapes = get_spec("shapes")  # the weak steps' guidance: the model's rule, or on / off at every budget
+    assert settings(shapes).unguided_below == shapes.unguided_below
+    assert (settings(shapes, weak_guidance=True).unguided_below, settings(shapes, weak_guidance=False).unguided_below) \
+        == (0.0, float("inf"))
     for spec in SPECS.values():  # the sampler too: where the frontier says FlexiDiT pays, for the embedded models
         assert settings(spec).sampler == spec.sampler and settings(spec, sampler="ddpm").sampler == "ddpm"
 

@@ -93,6 +93,23 @@ def test_same_generator_same_picture_and_compare_is_opt_in(tiny_dit_checkpoint):
     assert b.static is not None and b.static.flops > b.flops and len(b.agreement) == 1
 
 
+def test_weak_steps_without_guidance_run_the_conditional_pass_alone(tiny_dit_checkpoint):
+    """weak_guidance=False: a weak step is the unguided weak prediction (so an all-weak run equals sampling without
+    guidance) and costs one pass; native steps keep their guidance; the budget still holds."""
+    pipe = fx.FlexiDiTPipeline.from_pretrained(str(tiny_dit_checkpoint))
+    kwargs = dict(class_labels=3, num_inference_steps=4, seed=2, output_type="np")
+    all_weak = fx.Schedule(4, 0, 0, weak_guidance=False)
+    unguided = pipe(schedule=all_weak, guidance_scale=4.0, **kwargs)
+    plain = pipe(schedule=fx.Schedule(4, 0, 0), guidance_scale=1.0, **kwargs)
+    assert np.array_equal(unguided.images[0], plain.images[0]) and unguided.flops == plain.flops
+    out = pipe(budget=0.4, weak_guidance=False, **kwargs)
+    assert not out.schedule.weak_guidance and out.schedule.weak_steps > 0
+    assert all((r.uncond_mode is None) == (r.cond_mode != fx.NATIVE) for r in out.records[0])
+    guided = pipe(budget=0.4, weak_guidance=True, **kwargs)
+    static = pipe(budget=1.0, **kwargs)
+    assert out.flops <= 0.4 * static.flops and out.schedule.native_cond >= guided.schedule.native_cond
+
+
 def test_native_size_of_a_flexified_transformer_is_the_original(tiny_dit_checkpoint):
     from diffusers import DiTTransformer2DModel
     base = DiTTransformer2DModel.from_pretrained(tiny_dit_checkpoint / "transformer").eval()

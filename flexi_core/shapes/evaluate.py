@@ -184,8 +184,9 @@ class Setting:
 def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS, variants=("lora", "shared"),
              baselines: bool = True, guidance: float | None = None, chunk: int = 64, assets=ASSETS,
              weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None,
-             sampler: str | None = None) -> dict:
-    """`paraphrase` ("trained" or "held-out", text models): captions in other words than the canonical ones."""
+             sampler: str | None = None, weak_guidance: bool | None = None) -> dict:
+    """`paraphrase` ("trained" or "held-out", text models): captions in other words than the canonical ones;
+    `weak_guidance` (True / False): the weak steps with / without guidance (default: the model's rule)."""
     setting, real_row = Setting.load(name, n, guidance, sampler, chunk, assets, paraphrase)
     spec, guidance, sampler = setting.spec, setting.guidance, setting.sampler
     steps = steps or spec.steps
@@ -211,7 +212,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
         condition = setting.condition(model)
         for budget in [b for b in budgets if b < 1]:
             try:
-                schedule = budget_schedule(model, budget, steps, guidance, mode, lead, sampler)
+                schedule = budget_schedule(model, budget, steps, guidance, mode, lead, sampler, weak_guidance)
             except ValueError:  # below the weak model's own cost: not reachable by FlexiDiT
                 continue
             add(model, condition, variant, "FlexiDiT", budget, schedule, static_run)
@@ -224,7 +225,7 @@ def evaluate(name: str, n: int = 256, steps: int | None = None, budgets=BUDGETS,
         if baselines and variant == models[0][0]:
             add(model, condition, "-", "weak model alone", None, Schedule(steps, 0, 0, mode), static_run)
     return {"model": name, "weak_mode": mode, "weak_patch": list(spec.weak_patches[mode]),
-            "lead": lead, "paraphrase": paraphrase, "samples": n, "sampler": sampler,
+            "lead": lead, "weak_guidance": weak_guidance, "paraphrase": paraphrase, "samples": n, "sampler": sampler,
             "steps": steps, "guidance": guidance, "variants": [v for v, _ in models], "rows": rows}
 
 

@@ -56,10 +56,11 @@ def add_frontier_gains(rows: list[dict]) -> None:
 def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, frontier_steps=FRONTIER_STEPS,
              sampler: str | None = None, variants=("lora",), guidance: float | None = None, chunk: int = 64,
              assets=ASSETS, weak_mode: str | None = None, lead: int | None = None, paraphrase: str | None = None,
-             reference_steps: int = REFERENCE_STEPS) -> dict:
+             reference_steps: int = REFERENCE_STEPS, weak_guidance: bool | None = None) -> dict:
     """The static model at every N of `frontier_steps` and `steps` (and of each fewer-steps baseline), FlexiDiT at
     each budget (< 1) for each N of `steps`; every static N is sampled once and is also the agreement reference of
-    the FlexiDiT rows of that N. `lead`: leading native steps (default: the model's share of each N)."""
+    the FlexiDiT rows of that N. `lead`: leading native steps (default: the model's share of each N);
+    `weak_guidance` (True / False): the weak steps with / without guidance (default: the model's rule)."""
     if not steps or not frontier_steps:
         raise FlexiDiTError("the sweep needs at least one step count for FlexiDiT and one for the static frontier")
     for value in (*steps, *frontier_steps, reference_steps):
@@ -93,7 +94,8 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
             same_steps, same_run = static(steps_n)
             for budget in [b for b in budgets if b < 1]:
                 try:
-                    schedule = budget_schedule(model, budget, steps_n, setting.guidance, mode, lead, sampler)
+                    schedule = budget_schedule(model, budget, steps_n, setting.guidance, mode, lead, sampler,
+                                               weak_guidance)
                 except ValueError:  # below the weak model's own cost, or a lead longer than the steps
                     continue
                 pixels, flops, seconds = setting.run(model, condition, schedule, f"{variant} {steps_n} {budget}")
@@ -109,7 +111,7 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
     rows = [real_row] + [statics[k][0] for k in sorted(statics)] + flexible
     add_frontier_gains(rows)
     return {"kind": "frontier", "model": name, "sampler": sampler, "samples": n, "guidance": setting.guidance,
-            "weak_mode": mode, "weak_patch": list(setting.spec.weak_patches[mode]), "lead": lead,
+            "weak_mode": mode, "weak_patch": list(setting.spec.weak_patches[mode]), "lead": lead, "weak_guidance": weak_guidance,
             "paraphrase": paraphrase, "steps": list(steps), "frontier_steps": sorted(frontier_steps),
             "budgets": [b for b in budgets if b < 1], "variants": [v for v, _ in models],
             "reference": {"steps": reference_steps, "sampler": sampler, "flops": reference}, "rows": rows}
