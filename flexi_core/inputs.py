@@ -84,6 +84,7 @@ def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_m
     if sampler not in SAMPLERS:
         raise FlexiDiTError(f"sampler must be one of {', '.join(SAMPLERS)}, not {str(sampler)[:40]!r}")
     if weak_guidance is not None and not isinstance(weak_guidance, bool):
-        raise FlexiDiTError(f"weak_guidance must be True, False or None (the model's rule), not {str(weak_guidance)[:40]!r}")
+        raise FlexiDiTError("weak_guidance must be True, False or None (the model's rule), "
+                            f"not {str(weak_guidance)[:40]!r}")
     unguided_below = spec.unguided_below if weak_guidance is None else 0.0 if weak_guidance else math.inf
     return Settings(steps, guidance, seed, mode, lead, sampler, unguided_below)
