@@ -112,7 +112,8 @@ def frontier(name: str, n: int = 256, steps=SWEEP_STEPS, budgets=SWEEP_BUDGETS, 
     add_frontier_gains(rows)
     return {"kind": "frontier", "model": name, "sampler": sampler, "samples": n, "guidance": setting.guidance,
             "weak_mode": mode, "weak_patch": list(setting.spec.weak_patches[mode]), "lead": lead,
-            "weak_guidance": weak_guidance, "paraphrase": paraphrase, "steps": list(steps), "frontier_steps": sorted(frontier_steps),
+            "weak_guidance": weak_guidance, "paraphrase": paraphrase, "steps": list(steps),
+            "frontier_steps": sorted(frontier_steps),
             "budgets": [b for b in budgets if b < 1], "variants": [v for v, _ in models],
             "reference": {"steps": reference_steps, "sampler": sampler, "flops": reference}, "rows": rows}
 
