@@ -124,6 +124,8 @@ def command(result: dict) -> str:
                                                                   ("paraphrase", "paraphrase"))
                     if result.get(key) not in (None, "weak"))
     variants = f" --variants {','.join(result['variants'])}" if result["variants"] else ""  # none: static rows only
+    if result.get("weak_guidance") is not None:
+        extra += f" --weak-guidance {'on' if result['weak_guidance'] else 'off'}"
     for flag, key, default in (("frontier-steps", "frontier_steps", FRONTIER_STEPS),
                                ("budgets", "budgets", SWEEP_BUDGETS)):
         if tuple(result[key]) != default:
