@@ -83,6 +83,7 @@ ONE_LINE_ERRORS = [
     (["train", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
     (["flexify", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
     (["train", "--model", "shapes-text", "--paraphrase", "1.5"], "in [0, 1]"),
+    (["generate", "--model", "shapes", "--class-label", "red circle", "--weak-guidance", "half"], "invalid choice"),
 ]
 
 
