@@ -436,7 +436,7 @@ class FlexiDiTApp:
             fraction = _budget(budget)
             flops_of, patches, note = self._flops_context(run.spec, run.variant, run.weak_mode)
             sched = schedule_for_budget(fraction, run.steps, flops_of, run.guided, run.weak_mode, run.lead,
-                                        run.sampler, run.unguided_below)
+                                        run.sampler, run.unguided_below, run.uncond_share)
             flexible = total_flops(sched, flops_of, run.guided)
             static = total_flops(Schedule.static(run.steps, run.weak_mode), flops_of, run.guided)
         except (FlexiDiTError, ModelUnavailable) as e:

@@ -132,7 +132,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
                    weak_mode=weak_mode, lead=lead, sampler=sampler, weak_guidance=weak_guidance)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
     schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
-                                               run.lead, run.sampler, run.unguided_below)
+                                               run.lead, run.sampler, run.unguided_below, run.uncond_share)
     schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}
     schedules["flexible"] = schedule
     if fewer_steps:

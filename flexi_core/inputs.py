@@ -59,6 +59,7 @@ class Settings:
     lead: int
     sampler: str
     unguided_below: float  # budgets below this run the weak steps without guidance (schedule.py)
+    uncond_share: float | None  # the model's least native share of the unconditional pass at this weak mode
 
     @property
     def guided(self) -> bool:
@@ -87,4 +88,4 @@ def settings(spec, weak_modes=None, *, steps=None, guidance=None, seed=0, weak_m
         raise FlexiDiTError("weak_guidance must be True, False or None (the model's rule), "
                             f"not {str(weak_guidance)[:40]!r}")
     unguided_below = spec.unguided_below if weak_guidance is None else 0.0 if weak_guidance else math.inf
-    return Settings(steps, guidance, seed, mode, lead, sampler, unguided_below)
+    return Settings(steps, guidance, seed, mode, lead, sampler, unguided_below, spec.uncond_share.get(mode))

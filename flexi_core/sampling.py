@@ -116,7 +116,7 @@ def budget_schedule(model: LoadedModel, budget: float, steps: int, guidance: flo
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, weak_mode=weak_mode,
                    lead=lead, sampler=sampler, weak_guidance=weak_guidance)
     return schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode, run.lead, run.sampler,
-                               run.unguided_below)
+                               run.unguided_below, run.uncond_share)
 
 
 def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> int:

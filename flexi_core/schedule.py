@@ -10,6 +10,11 @@ paper's: the very first steps fix the layout and, for an object, its size. On th
 weak mode (a 2x2 token grid per frame) got the object's size wrong in a third of the captions that name one; with
 three leading native steps, 25-step samples at 55% of the static FLOPs went from 89.8% to 96.9% judged correct
 (static: 98.0%; assets/README.md).
+
+And the weak steps may run without classifier-free guidance (PPFlow, ICLR 2026: no guidance in its coarse stage): the
+conditional pass alone, at half the cost, while the native steps at the end keep theirs. On the embedded class model
+at 10 DPM-Solver++ steps and a 40% budget this lifted the judge's accuracy from 66% to 88% (assets/README.md); the
+other embedded models lost accuracy with it, so it is a measured per-model rule.
 """
 from __future__ import annotations
 
@@ -122,24 +127,29 @@ NATIVE_UNCOND_SHARE = {"dpm": 0.5, "ddim": 0.0, "ddpm": 0.0}
 
 # Measured on shapes-video, spatial, 25 steps (judged correct; static 98.0%): at 55% 3 leading native steps and 8 at
 # the end 96.9%, none and 13 at the end 89.8%; at 40% (shared variant) 1 leading and 1 at the end 34.0%, none and 3 at
-# the end 62.1%; at 40%/45% a lead and no native end 28.1%/41.8%.
-LEAD_END_FACTOR = 2
+# the end 62.1%; at 40%/45% a lead and no native end 28.1%/41.8%. At 10 DPM-Solver++ steps and 53% (2026-12-04, 64
+# samples) `2/1 after 1 native` scored 34.4% and `3/2` 78.1%: a lead needs three times its length of native steps at
+# the end.
+LEAD_END_FACTOR = 3
 
 
-def most_weak_uncond(steps: int, weak_cond: int, sampler: str = "ddim") -> int:
-    """The most weak unconditional steps a guided budget schedule with `weak_cond` weak conditional ones takes."""
-    native_kept = math.floor(NATIVE_UNCOND_SHARE[sampler] * (steps - weak_cond))
+def most_weak_uncond(steps: int, weak_cond: int, sampler: str = "ddim", uncond_share: float | None = None) -> int:
+    """The most weak unconditional steps a guided budget schedule with `weak_cond` weak conditional ones takes;
+    `uncond_share` (a model's, per weak mode) raises the sampler's NATIVE_UNCOND_SHARE."""
+    share = max(NATIVE_UNCOND_SHARE[sampler], uncond_share or 0.0)
+    native_kept = math.floor(share * (steps - weak_cond))
     return min(steps, UNCOND_WEAK_FACTOR * weak_cond, steps - native_kept)
 
 
 def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: bool, weak_mode: str = "weak",
-                        lead: int = 0, sampler: str = "ddim", unguided_below: float = 0.0) -> Schedule:
+                        lead: int = 0, sampler: str = "ddim", unguided_below: float = 0.0,
+                        uncond_share: float | None = None) -> Schedule:
     """Within `budget` x the static FLOPs: the fewest weak conditional steps w, then the fewest weak unconditional
     steps in [w, most_weak_uncond(steps, w, sampler)] (without guidance there is no unconditional pass). Leading
     native steps never displace the native ones at the end, which matter more (the reverse schedule is clearly
     worse): a budget gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at
-    the end. A budget below `unguided_below` runs its weak steps without guidance (see UNGUIDED_WEAK), so the same
-    FLOPs buy more native steps."""
+    the end. A budget below `unguided_below` runs its weak steps without guidance (`Schedule.weak_guidance`; the
+    models' measured thresholds: `ModelSpec.unguided_below`), so the same FLOPs buy more native steps. `uncond_share`: see most_weak_uncond."""
     if isinstance(budget, Real) and math.isnan(budget):
         raise FlexiDiTError("budget is not a number")
     if isinstance(budget, bool) or not isinstance(budget, Real) or not 0 < budget <= 1:
@@ -151,7 +161,7 @@ def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: boo
             steps, steps - weak_cond, steps - weak_uncond, weak_mode, lead=lead_steps, weak_guidance=weak_guidance)
         fits = lambda weak_cond, weak_uncond: total_flops(make(weak_cond, weak_uncond), flops_of, guidance) <= limit
         for weak_cond in range(steps + 1):
-            most_uncond = most_weak_uncond(steps, weak_cond, sampler) if guidance else weak_cond
+            most_uncond = most_weak_uncond(steps, weak_cond, sampler, uncond_share) if guidance else weak_cond
             if fits(weak_cond, most_uncond):
                 weak_uncond = next(w for w in range(weak_cond, most_uncond + 1) if fits(weak_cond, w))
                 if steps - weak_cond >= LEAD_END_FACTOR * lead_steps:

@@ -50,7 +50,7 @@ def test_generate_leads_with_native_steps(tmp_path, tiny_assets):
     def schedule(*extra):
         report = tmp_path / "r.json"
         r = run_cli(["generate", "--model", "shapes-video", "--prompt", "a red circle moving left", "--weak-mode",
-                 "spatial", "--budget", "0.7", "--steps", "8", "--sampler", "ddim", "--out-dir", str(tmp_path),
+                 "spatial", "--budget", "0.75", "--steps", "12", "--sampler", "ddim", "--out-dir", str(tmp_path),
                  "--json", str(report), *extra], tiny_assets)
         assert r.returncode == 0, r.stderr
         return json.loads(report.read_text())
@@ -59,7 +59,7 @@ def test_generate_leads_with_native_steps(tmp_path, tiny_assets):
     assert led["lead_steps"] == 2 and led["schedule"][:3] == [native, native, weak]
     assert led["schedule_uncond"][:3] == [native, native, weak] and led["schedule"][-2:] == [native, native]
     assert schedule("--lead", "0")["schedule"][0] == weak
-    assert schedule()["lead_steps"] == 1  # the model's share, 3 of 25 steps, rounded for 8
+    assert schedule()["lead_steps"] == 1  # the model's share, 3 of 25 steps, rounded for 12
     r = run_cli(["generate", "--model", "shapes-video", "--prompt", "a red circle", "--lead", "-1",
              "--out-dir", str(tmp_path)], tiny_assets)
     assert r.returncode == 2 and "lead must be" in r.stderr and "Traceback" not in r.stderr

@@ -127,6 +127,14 @@ def test_budgets_below_unguided_below_buy_more_native_steps(sampler):
     assert schedule_for_budget(0.4, steps, FLOPS_OF, False, unguided_below=0.5).weak_guidance
 
 
+def test_a_models_unconditional_share_keeps_more_native_guidance():
+    """`uncond_share` (shapes-video's spatial mode: 2/3) raises the sampler's share; never lowers it."""
+    assert schedule_for_budget(0.45, 8, FLOPS_OF, True, sampler="dpm").label == "3/1"
+    assert schedule_for_budget(0.45, 8, FLOPS_OF, True, sampler="dpm", uncond_share=2 / 3).label == "2/2"
+    assert schedule_for_budget(0.45, 8, FLOPS_OF, True, sampler="dpm", uncond_share=0.1).label == "3/1"
+    assert most_weak_uncond(8, 5, "ddim", uncond_share=2 / 3) == 6  # 3 native conditional steps keep 2
+
+
 @pytest.mark.parametrize("budget", [0, -0.5, 1.5, float("nan"), 0.1])
 def test_bad_budgets_are_refused(budget):
     with pytest.raises(ValueError):
@@ -154,8 +162,9 @@ def test_leading_native_steps_come_before_the_weak_ones_in_both_passes():
     reverse = Schedule(10, 4, 1, lead=2, weak_last=True)  # the same steps, in reverse order
     assert [reverse.modes(i) for i in range(10)] == [s.modes(9 - i) for i in range(10)]
     assert Schedule(10, 10, 10, lead=2).label == "10/10" and Schedule(10, 9, 9, lead=3).label == "9/9 after 1 native"
-    fitted = schedule_for_budget(0.4, 10, FLOPS_OF, True, lead=3)  # the budget cannot pay for 3 leading steps
-    assert fitted.lead == 1 and fitted.label == "2/0 after 1 native"
+    fitted = schedule_for_budget(0.45, 10, FLOPS_OF, True, lead=3)  # the budget cannot pay for 3 leading steps
+    assert fitted.lead == 1 and fitted.label == "3/0 after 1 native"
+    assert schedule_for_budget(0.4, 10, FLOPS_OF, True, lead=3).label == "4/0"  # a lead would leave 2 native < 3 x 1
     assert schedule_for_budget(0.3, 10, FLOPS_OF, True, lead=3).label == "1/0"  # not "0/0 after 1 native"
     with pytest.raises(ValueError):
         Schedule(10, 4, 1, lead=11)
