@@ -75,8 +75,9 @@ SPECS = {s.name: s for s in [
               dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, num_embeds_ada_norm=len(data.CLASS_NAMES)),
               (4, 8, 8), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.CLASS_NAMES,
               description="embedded: 16 coloured shapes, class-conditioned DiT, 32x32 px", **_WHERE_IT_PAYS,
-              # its 16-token weak steps do better unguided below 50% (10 DPM-Solver++ steps, 40%: 89% vs 63% guided,
-              # 72% for 3 static steps; at 55% both ~94%, guided keeps the static picture better; assets/README.md)
+              # its 16-token weak steps do better unguided below 50% (10 DPM-Solver++ steps, 40%: 87.5% vs 66.4%
+              # guided, 79.7% for the 4 static steps of equal FLOPs; at 55% both ~94%, guided keeps the static picture
+              # better; assets/README.md)
               unguided_below=0.5),
     # the paper's token regime (issue 18 pilot): a 2x autoencoder gives a 16x16 latent, 256 tokens native, 64 weak
     ModelSpec("shapes-256", "dit", "class",

@@ -149,7 +149,8 @@ def schedule_for_budget(budget: float, steps: int, flops_of: dict, guidance: boo
     native steps never displace the native ones at the end, which matter more (the reverse schedule is clearly
     worse): a budget gets as many of the `lead` steps as leave LEAD_END_FACTOR x as many native conditional steps at
     the end. A budget below `unguided_below` runs its weak steps without guidance (`Schedule.weak_guidance`; the
-    models' measured thresholds: `ModelSpec.unguided_below`), so the same FLOPs buy more native steps. `uncond_share`: see most_weak_uncond."""
+    models' measured thresholds: `ModelSpec.unguided_below`), so the same FLOPs buy more native steps.
+    `uncond_share`: see most_weak_uncond."""
     if isinstance(budget, Real) and math.isnan(budget):
         raise FlexiDiTError("budget is not a number")
     if isinstance(budget, bool) or not isinstance(budget, Real) or not 0 < budget <= 1:
