@@ -56,17 +56,20 @@ def mode_colours(patches: dict) -> dict:
 def timeline(runs: list[tuple[str, list]], patches: dict) -> Figure:
     """One bar per denoising step, height = FLOPs of that step, colour = patch size of its conditional pass; one
     panel per run (static, flexible) on a shared y axis so the saving is visible at a glance; hatched: a step whose
-    unconditional pass runs at another patch size than its conditional one."""
+    unconditional pass runs at another patch size than its conditional one; dotted: a weak step of a guided run that
+    skips guidance (its conditional pass alone)."""
     colours = mode_colours(patches)
     fig = Figure(figsize=(9, 2.2 + 1.6 * len(runs)), layout="constrained")
     axes = fig.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     scale, unit = _flops_scale(max((r.flops for _, recs in runs for r in recs), default=1))
-    used = set()
+    used, unguided = set(), False
     for ax, (title, records) in zip(axes, runs):
         steps = [r.step for r in records]
         heights = [r.flops / scale for r in records]
         bar_colours = [colours[r.cond_mode] for r in records]
-        hatches = ["//" if r.uncond_mode not in (None, r.cond_mode) else "" for r in records]
+        guided = any(r.uncond_mode for r in records)
+        hatches = [_hatch(r, guided) for r in records]
+        unguided |= ".." in hatches
         bars = ax.bar(steps, heights, width=0.85, color=bar_colours)
         for bar, hatch in zip(bars, hatches):
             bar.set_hatch(hatch)
@@ -81,8 +84,20 @@ def timeline(runs: list[tuple[str, list]], patches: dict) -> Figure:
     if any(r.uncond_mode not in (None, r.cond_mode) for _, records in runs for r in records):
         handles.append(LegendPatch(facecolor="none", edgecolor=INK, hatch="//",
                                    label="unconditional pass weak (guidance base: weak conditional)"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
+    if unguided:
+        handles.append(LegendPatch(facecolor="none", edgecolor=INK, hatch="..",
+                                   label="weak step without guidance (conditional pass only)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if len(handles) < 4 else 2, fontsize=9,
+               frameon=False)
     return fig
+
+
+def _hatch(record, guided_run: bool) -> str:
+    """'//': the unconditional pass at another patch size than the conditional one; '..': a weak step that skips the
+    guidance its run uses elsewhere."""
+    if record.uncond_mode is None:
+        return ".." if guided_run else ""
+    return "//" if record.uncond_mode != record.cond_mode else ""
 
 
 def _flops_scale(peak: float) -> tuple[float, str]:

@@ -459,7 +459,7 @@ class FlexiDiTApp:
                      "starts from the weak model's conditional prediction (hatched in the timeline).")
         if not sched.weak_guidance:
             text += (" At this budget the weak steps run without guidance (no unconditional pass: half their FLOPs, "
-                     "the lower bars), so the same FLOPs buy more native steps at the end.")
+                     "dotted in the timeline), so the same FLOPs buy more native steps at the end.")
         return text
 
     def fit_budget(self, model_name, variant, weak_mode, guidance, budget):

@@ -322,3 +322,23 @@ def test_untrained_embedded_models_are_not_offered():
     offered = [name for _, name in _model_choices()]
     assert {"shapes", "shapes-text", "shapes-video", "shapes-textured", "dit-xl-2-256", "cogvideox-2b"} <= set(offered)
     assert "shapes-text-textured" not in offered and "shapes-256" not in offered  # not shipped
+
+
+def test_timeline_marks_weak_steps_without_guidance():
+    """A guided run whose weak steps skip guidance shows them dotted, with a legend entry; a run without guidance
+    at all (every unconditional mode None) does not."""
+    from app import plots
+    from flexi_core.sampling import StepRecord
+    patches = {"native": (1, 1, 1), "weak": (1, 2, 2)}
+
+    def run(modes):
+        return [StepRecord(i, 999 - i, c, u, patches[c], patches[u] if u else None, 100, 0.1)
+                for i, (c, u) in enumerate(modes)]
+
+    def legend(*runs):
+        figure = plots.timeline([(f"run {i}", r) for i, r in enumerate(runs)], patches)
+        return [t.get_text() for t in figure.legends[0].get_texts()]
+
+    unguided_weak = run([("weak", None)] * 3 + [("native", "native")] * 2)
+    assert "weak step without guidance (conditional pass only)" in legend(unguided_weak)
+    assert "weak step without guidance (conditional pass only)" not in legend(run([("weak", None), ("native", None)]))
