@@ -429,14 +429,14 @@ class FlexiDiTApp:
 
     def schedule(self, model_name, variant, weak_mode, steps, guidance, budget, sampler=None):
         """The schedule the budget implies, as one line (warnings instead of errors: this runs while typing).
-        Uses flexi_core's schedule_for_budget, which is what sampling.budget_schedule runs on a loaded model."""
-        from flexi_core.schedule import Schedule, schedule_for_budget, total_flops
+        Uses flexi_core's run_schedule, which is what sampling.budget_schedule runs on a loaded model."""
+        from flexi_core.sampling import run_schedule
+        from flexi_core.schedule import Schedule, total_flops
         try:
             run = run_inputs(model_name, None, None, 0, steps, guidance, variant, weak_mode, sampler)
             fraction = _budget(budget)
             flops_of, patches, note = self._flops_context(run.spec, run.variant, run.weak_mode)
-            sched = schedule_for_budget(fraction, run.steps, flops_of, run.guided, run.weak_mode, run.lead,
-                                        run.sampler, run.unguided_below, run.uncond_share)
+            sched = run_schedule(fraction, run, flops_of)
             flexible = total_flops(sched, flops_of, run.guided)
             static = total_flops(Schedule.static(run.steps, run.weak_mode), flops_of, run.guided)
         except (FlexiDiTError, ModelUnavailable) as e:

@@ -14,8 +14,8 @@ from .errors import FlexiDiTError
 from .inputs import Settings, settings
 from .loading import LoadedModel
 from .metrics import psnr, ssim
-from .sampling import Condition, Sample, decoded, denoise, encode_condition
-from .schedule import Schedule, fewer_steps_for, schedule_for_budget, total_flops
+from .sampling import Condition, Sample, decoded, denoise, encode_condition, run_schedule
+from .schedule import Schedule, fewer_steps_for, total_flops
 
 # The least relative difference in seconds that a comparison calls a change: besides the step-to-step noise that
 # `timing_noise` measures, the load itself moves the ratio. One job (shapes, red circle, 50 steps, 50%, merged) 18
@@ -131,8 +131,7 @@ def generate(model: LoadedModel, *, class_label=None, prompt=None, budget: float
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, seed=seed,
                    weak_mode=weak_mode, lead=lead, sampler=sampler, weak_guidance=weak_guidance)
     condition = encode_condition(model, class_label=class_label, prompt=prompt)
-    schedule = schedule or schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode,
-                                               run.lead, run.sampler, run.unguided_below, run.uncond_share)
+    schedule = schedule or run_schedule(budget, run, model.flops_of())
     schedules = {"static": Schedule.static(run.steps, run.weak_mode)} if compare else {}
     schedules["flexible"] = schedule
     if fewer_steps:

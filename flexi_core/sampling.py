@@ -14,7 +14,7 @@ import torch
 
 from .errors import DivergedError, FlexiDiTError
 from .guidance import guided
-from .inputs import clean_prompt, settings
+from .inputs import Settings, clean_prompt, settings
 from .loading import LoadedModel
 from .schedule import Schedule, schedule_for_budget, total_flops
 
@@ -115,7 +115,13 @@ def budget_schedule(model: LoadedModel, budget: float, steps: int, guidance: flo
     split depends on it), by default the model's; `weak_guidance` (True / False), by default the model's rule."""
     run = settings(model.spec, model.flexible.weak_modes, steps=steps, guidance=guidance, weak_mode=weak_mode,
                    lead=lead, sampler=sampler, weak_guidance=weak_guidance)
-    return schedule_for_budget(budget, run.steps, model.flops_of(), run.guided, run.weak_mode, run.lead, run.sampler,
+    return run_schedule(budget, run, model.flops_of())
+
+
+def run_schedule(budget: float, run: Settings, flops_of: dict) -> Schedule:
+    """The budget's schedule under a run's checked settings, the model's measured rules (lead, unguided weak steps,
+    unconditional share) included: the one place the CLI, the pipeline and the app turn a budget into a schedule."""
+    return schedule_for_budget(budget, run.steps, flops_of, run.guided, run.weak_mode, run.lead, run.sampler,
                                run.unguided_below, run.uncond_share)
 
 
