@@ -123,6 +123,9 @@ UNCOND_WEAK_FACTOR = 2
 # 46.9%; 6 steps at 39%: shapes 1/1 67.2% vs 2/0 28.1%; at 52% shapes 5/2 93.8%, 6/1 95.3%, 7/0 90.6%. DDIM 8 steps
 # at 36%: shapes 2/0 59.4% vs 1/1 40.6%. DDPM (single-step, like DDIM) is not measured and keeps the paper's rule.
 NATIVE_UNCOND_SHARE = {"dpm": 0.5, "ddim": 0.0, "ddpm": 0.0}
+# Whatever the share, with DPM-Solver++ the native conditional steps keep at least one native unconditional step:
+# shapes-text at 6 steps and 40% (64 samples) 1/0 12.5%, the weak model alone (0/0) 37.5%.
+NATIVE_UNCOND_LEAST = {"dpm": 1, "ddim": 0, "ddpm": 0}
 
 
 # Measured on shapes-video, spatial, 25 steps (judged correct; static 98.0%): at 55% 3 leading native steps and 8 at
@@ -137,7 +140,8 @@ def most_weak_uncond(steps: int, weak_cond: int, sampler: str = "ddim", uncond_s
     """The most weak unconditional steps a guided budget schedule with `weak_cond` weak conditional ones takes;
     `uncond_share` (a model's, per weak mode) raises the sampler's NATIVE_UNCOND_SHARE."""
     share = max(NATIVE_UNCOND_SHARE[sampler], uncond_share or 0.0)
-    native_kept = math.floor(share * (steps - weak_cond))
+    native_cond = steps - weak_cond
+    native_kept = max(math.floor(share * native_cond), min(native_cond, NATIVE_UNCOND_LEAST[sampler]))
     return min(steps, UNCOND_WEAK_FACTOR * weak_cond, steps - native_kept)
 
 

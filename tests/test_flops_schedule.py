@@ -5,7 +5,7 @@ import torch
 from conftest import OVERRIDES, WEAK, inputs, tiny_transformer
 from flexi_core import flops, registry
 from flexi_core.flexible import FlexibleTransformer
-from flexi_core.schedule import (LEAD_END_FACTOR, NATIVE_UNCOND_SHARE, UNCOND_WEAK_FACTOR, Schedule, most_weak_uncond,
+from flexi_core.schedule import (LEAD_END_FACTOR, NATIVE_UNCOND_LEAST, NATIVE_UNCOND_SHARE, UNCOND_WEAK_FACTOR, Schedule, most_weak_uncond,
                                   schedule_for_budget, total_flops)
 
 
@@ -69,6 +69,7 @@ def test_budget_never_exceeded_and_monotone(guidance, lead, sampler):
             continue
         assert weak_cond <= weak_uncond <= min(steps, UNCOND_WEAK_FACTOR * weak_cond)
         assert s.native_uncond >= int(NATIVE_UNCOND_SHARE[sampler] * s.native_cond)  # a native guidance base
+        assert s.native_uncond >= min(s.native_cond, NATIVE_UNCOND_LEAST[sampler])  # ... and at least its last step
         # and it is the best one: one more native conditional step (even with the unconditional pass as weak as
         # allowed) or one more native unconditional step would break the budget
         over = lambda wc, wu, lead=s.lead: total_flops(  # noqa: E731
@@ -133,6 +134,17 @@ def test_a_models_unconditional_share_keeps_more_native_guidance():
     assert schedule_for_budget(0.45, 8, FLOPS_OF, True, sampler="dpm", uncond_share=2 / 3).label == "2/2"
     assert schedule_for_budget(0.45, 8, FLOPS_OF, True, sampler="dpm", uncond_share=0.1).label == "3/1"
     assert most_weak_uncond(8, 5, "ddim", uncond_share=2 / 3) == 6  # 3 native conditional steps keep 2
+
+
+def test_dpm_keeps_a_native_guidance_base_for_a_single_native_step():
+    """With DPM-Solver++ one native conditional step is never guided from the weak model (1/0 collapses): the
+    schedule is 1/1 where that fits, else the weak model alone; DDIM may take 1/0."""
+    assert most_weak_uncond(6, 5, "dpm") == 5 and most_weak_uncond(6, 5, "ddim") == 6
+    weak_alone = total_flops(Schedule(6, 0, 0), FLOPS_OF, True) / total_flops(Schedule.static(6), FLOPS_OF, True)
+    one_native = total_flops(Schedule(6, 1, 0), FLOPS_OF, True) / total_flops(Schedule.static(6), FLOPS_OF, True)
+    assert schedule_for_budget(one_native, 6, FLOPS_OF, True, sampler="ddim").label == "1/0"
+    assert schedule_for_budget(one_native, 6, FLOPS_OF, True, sampler="dpm").label == "0/0"
+    assert weak_alone < one_native
 
 
 @pytest.mark.parametrize("budget", [0, -0.5, 1.5, float("nan"), 0.1])
