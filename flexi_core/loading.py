@@ -5,6 +5,7 @@ and how to get it, so the CLI and the app can show it as one line.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from .registry import ASSETS, ModelSpec, get_spec, transformer_class
 
 VARIANTS = ("lora", "shared")
 DEFAULT_LORA_RANK = {"embedded": 8, "public": 32}  # new adapters' rank, by where the model comes from
+# diffusers' from_pretrained builds its modules under accelerate's init_empty_weights, which patches
+# nn.Module.register_parameter for the whole process: a module built meanwhile in another thread (the app's judge,
+# read beside a model load) gets meta parameters that its weights cannot fill. Every build takes this lock.
+BUILD_LOCK = threading.RLock()
 
 
 def _require(path: Path, what: str, how: str):
@@ -101,11 +106,13 @@ def load_model(name: str | ModelSpec, variant: str = "lora", assets: Path = ASSE
     spec = name if isinstance(name, ModelSpec) else get_spec(name)  # a spec: any checkpoint (pipeline.py)
     if variant not in VARIANTS:
         raise FlexiDiTError(f"variant must be one of {VARIANTS}, not {variant!r}")
-    if spec.embedded:
-        model = _load_embedded(spec, variant, assets, flexify_file, fresh, lora_rank or DEFAULT_LORA_RANK["embedded"])
-    else:
-        model = _load_public(spec, variant, weights_dir, flexify_file, allow_download, fresh,
-                             lora_rank or DEFAULT_LORA_RANK["public"])
+    with BUILD_LOCK:
+        if spec.embedded:
+            model = _load_embedded(spec, variant, assets, flexify_file, fresh,
+                                   lora_rank or DEFAULT_LORA_RANK["embedded"])
+        else:
+            model = _load_public(spec, variant, weights_dir, flexify_file, allow_download, fresh,
+                                 lora_rank or DEFAULT_LORA_RANK["public"])
     if merged:
         model.flexible.merge_adapters()
     model.flexible.eval()

@@ -139,3 +139,31 @@ def test_texture_judge_reads_real_samples():
         pixels, scenes, _ = data.batch(seeds, textured=textured)
         accuracy = judge.accuracy(pixels, scenes)
         assert min(accuracy[k] for k in ("colour", "shape", "background", "texture")) >= 0.98, (textured, accuracy)
+
+
+def test_the_judge_loads_whole_beside_a_from_pretrained_in_another_thread():
+    """accelerate's init_empty_weights (diffusers' from_pretrained) patches module construction for the whole
+    process: a judge built meanwhile in another thread got meta parameters (seen under the app's 30-client load).
+    load_judge waits for the BUILD_LOCK that every model load holds."""
+    import contextlib
+    import threading
+    from accelerate import init_empty_weights
+    from flexi_core.loading import BUILD_LOCK
+    from flexi_core.shapes.judge import Judge
+
+    def meanwhile(lock, started: threading.Event, done: threading.Event):
+        with lock, init_empty_weights():  # a from_pretrained in progress
+            started.set()
+            done.wait(timeout=0.5)
+
+    started, done = threading.Event(), threading.Event()  # the hazard: a plain build inside the window
+    t = threading.Thread(target=meanwhile, args=(contextlib.nullcontext(), started, done))
+    t.start(); started.wait()
+    assert any(p.is_meta for p in Judge().parameters())
+    done.set(); t.join()
+    started = threading.Event()  # the fix: load_judge waits for the window to close
+    t = threading.Thread(target=meanwhile, args=(BUILD_LOCK, started, threading.Event()))
+    t.start(); started.wait()
+    judge = load_judge(ASSETS / "judge.safetensors")
+    t.join()
+    assert not any(p.is_meta for p in judge.parameters())

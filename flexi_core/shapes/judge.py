@@ -112,7 +112,9 @@ def load_judge(path: Path) -> Judge:
     if not path.exists():
         raise FileNotFoundError(f"judge weights not found at {path}; run `python -m flexi_core train --model judge "
                                 f"--export`")
+    from ..loading import BUILD_LOCK
     state = {k: v.float() for k, v in load_file(path).items()}
-    judge = Judge(texture="heads.texture.weight" in state)  # the shipped judge has no texture head
+    with BUILD_LOCK:  # not while another thread's from_pretrained patches module construction (loading.py)
+        judge = Judge(texture="heads.texture.weight" in state)  # the shipped judge has no texture head
     judge.load_state_dict(state)
     return judge.eval()
