@@ -165,7 +165,8 @@ class Conditioner:
         if missing:
             hidden, mask = self.encoder(missing)
             self.cache.update({c: (h.half(), m) for c, h, m in zip(missing, hidden, mask)})
-        return (torch.stack([self.cache[c][0] for c in captions]).float(),
+        # fp32 before stacking: under CPU bfloat16 autocast (train --bf16) a stack of fp16 tensors is refused
+        return (torch.stack([self.cache[c][0].float() for c in captions]),
                 torch.stack([self.cache[c][1] for c in captions]))
 
     def __call__(self, labels: list[int] | None, captions: list[str] | None, generator: torch.Generator) -> dict:

@@ -307,3 +307,20 @@ def test_train_cli_weak_first_exports_only_a_finished_model(monkeypatch, tmp_pat
                      "--threads", "1"]) == 0
     assert calls["weak_first"] == 40 and "exported" not in calls
     assert "the weak phase is unfinished; nothing exported" in capsys.readouterr().out
+
+
+def test_text_conditioning_works_under_bf16_autocast():
+    """train --bf16 on a text model: the cached caption embeddings (fp16) are encoded inside the loss's bfloat16
+    autocast, where a stack of fp16 tensors is refused on the CPU ('Unexpected floating ScalarType')."""
+    import torch
+    from flexi_core.registry import get_spec
+    from flexi_core.training import Conditioner
+
+    def encoder(captions):
+        return torch.randn(len(captions), 24, 384), torch.ones(len(captions), 24, dtype=torch.long)
+
+    conditioner = Conditioner(get_spec("shapes-text-textured"), encoder)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cond = conditioner(None, ["a red striped circle", "a blue dotted square"], torch.Generator().manual_seed(0))
+    hidden = next(v for v in cond.values() if v.dtype.is_floating_point)
+    assert hidden.shape[0] == 2 and hidden.dtype == torch.float32
