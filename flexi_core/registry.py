@@ -85,9 +85,9 @@ SPECS = {s.name: s for s in [
               (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, class_names=data.CLASS_NAMES,
               vae="vae-2x", description="embedded pilot: shapes on a 16x16 latent (256 tokens), 32x32 px"),
     # issue 18: the paper's token regime on data with detail for the late steps (textured objects, a 2x autoencoder
-    # trained on them); where FlexiDiT pays (assets/README.md, 256 samples): at 10 DPM-Solver++ steps, 40% is 20 points
-    # above the static frontier at equal FLOPs and 0.3 under static (55%: +9, level with static); at 25 DDIM steps fewer
-    # steps beat it
+    # trained on them); where FlexiDiT pays (assets/README.md, 256 samples): at 10 DPM-Solver++ steps, 40% is 32 points
+    # above the static frontier at equal FLOPs and 1.9 under static (55%: +12, 0.3 under static); at 25 DDIM steps (64
+    # samples) 55% equals static and 40% is level with 10 static steps
     ModelSpec("shapes-textured", "dit", "class",
               dict(_SMALL, num_layers=6, sample_size=16, patch_size=1,
                    num_embeds_ada_norm=len(data.TEXTURED_CLASS_NAMES)),
