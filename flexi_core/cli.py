@@ -196,6 +196,9 @@ def cmd_flexify(args):
     spec = model.spec
     if args.source == "data" and not spec.embedded:
         raise FlexiDiTError("--source data needs the procedural dataset: embedded models only")
+    train_steps = model.scheduler_config["num_train_timesteps"]
+    if not 0 <= args.min_timestep < train_steps:
+        raise FlexiDiTError(f"--min-timestep must lie in [0, {train_steps - 1}]")
     device = _training_device(args.device)
     model.flexible.to(device)  # the text encoder stays on the CPU: conditioning moves over per batch
     if args.source == "data":
@@ -210,7 +213,8 @@ def cmd_flexify(args):
     try:
         info = distill.distill(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
                                model.scheduler_config, args.source,
-                               train.procedural_xt(model, batches) if args.source == "data" else None, args.lr)
+                               train.procedural_xt(model, batches, args.min_timestep) if args.source == "data" else None,
+                               args.lr, min_timestep=args.min_timestep)
     finally:
         batches.close()
     from .registry import ASSETS
@@ -396,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="x_t from the teacher's own trajectories (data-free) or from the procedural dataset")
     p.add_argument("--prompts", help="text file, one prompt per line (text models without procedural captions)")
     p.add_argument("--paraphrase", type=float, default=0.0, help=PARAPHRASE_HELP)
+    p.add_argument("--min-timestep", type=int, default=0,
+                   help="distil only at t >= this (of 1000): the noisy steps the weak model serves (default 0: all)")
     p.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
     p.add_argument("--restart", action="store_true",
                    help="start afresh from the original transformer (PI-resize init), not from the flexify weights")

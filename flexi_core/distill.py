@@ -20,14 +20,15 @@ from .training import Conditioner, disable_builtin_label_dropout, run_training
 
 class TrajectoryPool:
     """Data-free x_t: states from the teacher's own DDIM trajectories (with guidance), with their timesteps and
-    conditions. Refreshed with a new batch of trajectories every `refresh` training steps. `teacher` is a
-    FlexibleTransformer-like callable (x, t, cond, mode) with a `family`, run at the native size."""
+    conditions. Refreshed with a new batch of trajectories every `refresh` training steps; only states at
+    t >= `min_timestep` are kept. `teacher` is a FlexibleTransformer-like callable (x, t, cond, mode) with a `family`,
+    run at the native size."""
 
     def __init__(self, teacher, spec, draw_condition, null_condition, batch_size: int, guidance: float,
-                 scheduler_config: dict, refresh: int = 8, seed: int = 0):
+                 scheduler_config: dict, refresh: int = 8, seed: int = 0, min_timestep: int = 0):
         from diffusers import DDIMScheduler
         self.teacher, self.spec, self.draw, self.null = teacher, spec, draw_condition, null_condition
-        self.batch_size, self.guidance, self.refresh = batch_size, guidance, refresh
+        self.batch_size, self.guidance, self.refresh, self.min_timestep = batch_size, guidance, refresh, min_timestep
         self.scheduler = DDIMScheduler.from_config(scheduler_config)
         self.gen = torch.Generator().manual_seed(seed)
         self.states, self.times, self.conds = None, None, None
@@ -41,10 +42,12 @@ class TrajectoryPool:
         x = torch.randn((self.batch_size, *self.spec.latent_shape), generator=self.gen)
         states, times = [], []
         for t in self.scheduler.timesteps:
+            if t < self.min_timestep:  # the rest of the trajectory is never served by a weak model
+                break
             states.append(x)
             times.append(t.expand(self.batch_size))
             x = self.scheduler.step(guided(self.teacher, x, t, cond, null, self.guidance, NATIVE), t, x).prev_sample
-        repeat = lambda v: v.repeat(steps, *([1] * (v.ndim - 1)))  # noqa: E731
+        repeat = lambda v: v.repeat(len(states), *([1] * (v.ndim - 1)))  # noqa: E731
         self.states, self.times = torch.cat(states), torch.cat(times)
         self.conds = {k: repeat(v) for k, v in cond.items()}
 
@@ -57,11 +60,12 @@ class TrajectoryPool:
 
 def distill(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_condition, null_condition,
             scheduler_config: dict, source: str = "self", data_batch=None, lr: float = 5e-4,
-            guidance: float | None = None) -> dict:
+            guidance: float | None = None, min_timestep: int = 0) -> dict:
     """Distils the frozen native model into the weak patch sizes: ||eps(x_t; native) - eps(x_t; weak)||^2.
 
     source "self" takes x_t from the teacher's own sampling trajectories (data-free); "data" uses `data_batch(step)`
-    -> (x_t, t, cond). The shared variant fine-tunes every weight and also distils the native size (patch size drawn
+    -> (x_t, t, cond). `min_timestep`: self-drawn states only at t >= it (the noisy steps a weak model serves; for
+    "data", `data_batch` draws its own t). The shared variant fine-tunes every weight and also distils the native size (patch size drawn
     per batch), against a frozen copy of the original; the LoRA variant trains only the new layers and adapters."""
     disable_builtin_label_dropout(flexible.base)
     if flexible.variant == "shared":  # a frozen copy of the original, native size only
@@ -78,7 +82,8 @@ def distill(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_con
         return x.to(device), t.to(device), {k: v.to(device) for k, v in cond.items()}
 
     pool = TrajectoryPool(_OnDevice(teacher, on_device), spec, draw_condition, null_condition, batch_size,
-                          guidance or spec.guidance, scheduler_config) if source == "self" else None
+                          guidance or spec.guidance, scheduler_config,
+                          min_timestep=min_timestep) if source == "self" else None
     gen = torch.Generator().manual_seed(2)
 
     def loss_fn(step):
@@ -92,7 +97,7 @@ def distill(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_con
     state = run_training(f"flexify-{flexible.variant}", flexible, loss_fn, steps, run_dir, lr=lr, warmup=50,
                          ema_decay=0.99, checkpoint_every=100, param_names=names)
     flexible.load_state_dict(state)
-    return {"steps": steps, "batch_size": batch_size, "source": source, "modes": modes}
+    return {"steps": steps, "batch_size": batch_size, "source": source, "modes": modes, "min_timestep": min_timestep}
 
 
 class _OnDevice:

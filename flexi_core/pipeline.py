@@ -149,10 +149,11 @@ class FlexiDiTPipeline:
         return out
 
     def distill(self, steps: int, batch_size: int = 32, run_dir: str | Path = "runs/distill", lr: float = 5e-4,
-                prompts_file: str | None = None) -> dict:
+                prompts_file: str | None = None, min_timestep: int = 0) -> dict:
         """The paper's distillation, data-free: the weak sizes learn to match the frozen native model on states of
-        its own sampling trajectories (`distill.distill`). Resumes from `run_dir`; save with `save_flexify`.
-        Text models need `prompts_file` (one prompt per line), except the embedded ones (procedural captions)."""
+        its own sampling trajectories (`distill.distill`; `min_timestep`: only the noisy states, t >= it, that a weak
+        model serves). Resumes from `run_dir`; save with `save_flexify`. Text models need `prompts_file` (one prompt
+        per line), except the embedded ones (procedural captions)."""
         from .distill import condition_sampler, distill
         captions = None
         if self.spec.embedded and self.spec.conditioning == "text":
@@ -160,7 +161,7 @@ class FlexiDiTPipeline:
             captions = procedural_captions(self.spec)
         draw, null = condition_sampler(self.model, prompts_file, captions)
         info = distill(self.model.flexible, self.spec, steps, batch_size, Path(run_dir), draw, null,
-                       self.model.scheduler_config, lr=lr)
+                       self.model.scheduler_config, lr=lr, min_timestep=min_timestep)
         self.model.flexible.eval()
         self.model.flexify_trained = True
         return info

@@ -139,6 +139,22 @@ def test_flexify_data_batches_do_not_depend_on_prefetch_workers():
     assert not torch.equal(runs[0][0][0], runs[0][1][0])  # and the steps differ
 
 
+def test_distillation_states_keep_to_the_noisy_steps_when_asked():
+    """--min-timestep: both sources of x_t (procedural data, the teacher's own trajectories) draw only t >= it."""
+    from flexi_core.loading import load_model
+    model = load_model("shapes", "lora")
+    batches = train.PrefetchedBatches(8, seed_offset=60_000_000, video=False, workers=0)
+    data_batch = train.procedural_xt(model, batches, min_timestep=600)
+    ts = torch.cat([data_batch(step)[1] for step in range(4)])
+    assert ts.min() >= 600 and ts.max() < 1000 and len(ts.unique()) > 8
+    draw, null = distill.condition_sampler(model)
+    pool = distill.TrajectoryPool(model.flexible, model.spec, draw, null, 2, 4.0, model.scheduler_config,
+                                  min_timestep=600)
+    x, t, cond = pool.batch(0)
+    assert len(x) == 2 and pool.times.min() >= 600 and len(pool.states) == len(pool.conds["class_labels"])
+    assert len(pool.states) <= 2 * 0.5 * pool.scheduler.num_inference_steps  # the rest was never sampled
+
+
 def test_a_new_leg_starts_from_exported_weights(tmp_path, capsys):
     """--init-from: the leg starts at the milestone's weights (lr 0 keeps them); a checkpoint then takes precedence."""
     from flexi_core.loading import load_embedded_vae

@@ -107,13 +107,14 @@ def encode_latents(vae, pixels: torch.Tensor, scale: float, video: bool) -> torc
     return z.unflatten(0, pixels.shape[:2]) if video else z
 
 
-def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_sched, gen: torch.Generator):
-    """(x0, noise, t, x_t) on the VAE's device; noise and t come from `gen` on the CPU, so a run is the same on any
-    device."""
+def noised_latents(vae, pixels: torch.Tensor, scale: float, video: bool, noise_sched, gen: torch.Generator,
+                   min_timestep: int = 0):
+    """(x0, noise, t, x_t) on the VAE's device, t uniform in [min_timestep, T); noise and t come from `gen` on the CPU,
+    so a run is the same on any device."""
     device = vae.device
     x0 = encode_latents(vae, pixels.to(device), scale, video)
     noise = torch.randn(x0.shape, generator=gen).to(device)
-    t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=gen).to(device)
+    t = torch.randint(min_timestep, noise_sched.config.num_train_timesteps, (len(x0),), generator=gen).to(device)
     return x0, noise, t, noise_sched.add_noise(x0, noise, t)
 
 
@@ -261,8 +262,9 @@ def class_ids(spec, scenes) -> list[int] | None:
     return [spec.class_names.index(spec.class_of(s)) for s in scenes] if spec.conditioning == "class" else None
 
 
-def procedural_xt(model, batches: PrefetchedBatches):
-    """x_t from the procedural dataset (embedded models): (x_t, t, conditioning) per step, on the VAE's device."""
+def procedural_xt(model, batches: PrefetchedBatches, min_timestep: int = 0):
+    """x_t from the procedural dataset (embedded models): (x_t, t, conditioning) per step, on the VAE's device;
+    t >= `min_timestep` (distillation on the noisy steps a weak model serves)."""
     from diffusers import DDPMScheduler
     spec = model.spec
     conditioner = Conditioner(spec, model.text_encoder)
@@ -272,7 +274,7 @@ def procedural_xt(model, batches: PrefetchedBatches):
 
     def data_batch(step: int):
         pixels, scenes, captions = batches(step)
-        _, _, t, xt = noised_latents(model.vae, pixels, model.latent_scale, video, noise_sched, gen)
+        _, _, t, xt = noised_latents(model.vae, pixels, model.latent_scale, video, noise_sched, gen, min_timestep)
         return xt, t, conditioner(class_ids(spec, scenes), captions, gen)
 
     return data_batch
