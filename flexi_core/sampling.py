@@ -129,6 +129,15 @@ def schedule_flops(model: LoadedModel, schedule: Schedule, guidance: float) -> i
     return total_flops(schedule, model.flops_of(), guidance > 1)
 
 
+def restart_solver_order(scheduler):
+    """A multistep solver (DPM-Solver++) takes its next step at first order. Its higher-order step extrapolates from
+    the previous steps' predictions; across a change of patch size those came from another model, and the difference
+    it reads as the trajectory's curvature is the gap between the two models (measured on `shapes-text`, 10 steps,
+    55%: 92.6% -> 97.3% judged right, assets/README.md). Single-step samplers (DDIM, DDPM) keep no history."""
+    if hasattr(scheduler, "lower_order_nums"):
+        scheduler.lower_order_nums = 0
+
+
 @torch.no_grad()
 def denoise(model: LoadedModel, condition: Condition, schedule: Schedule, seeds: list[int], guidance: float,
             sampler: str | None = None) -> Iterator[tuple[StepRecord, torch.Tensor]]:
@@ -149,9 +158,13 @@ def denoise(model: LoadedModel, condition: Condition, schedule: Schedule, seeds:
 
     condition = Condition(rows(condition.cond), rows(condition.uncond), condition.text)
     flops_of, use_cfg = model.flops_of(), guidance > 1
+    modes_before = None
     for i, t in enumerate(scheduler.timesteps):
         start = time.perf_counter()
         c_mode, u_mode = schedule.modes(i) if use_cfg else (schedule.modes(i)[0], None)
+        if modes_before not in (None, (c_mode, u_mode)):
+            restart_solver_order(scheduler)
+        modes_before = c_mode, u_mode
         x = scheduler.scale_model_input(latents, t)
         eps = guided(flex, x, t, condition.cond, condition.uncond, guidance if u_mode else 1.0, c_mode, u_mode)
         latents = scheduler.step(eps, t, latents, generator=generators).prev_sample

@@ -167,3 +167,26 @@ def test_the_judge_loads_whole_beside_a_from_pretrained_in_another_thread():
     judge = load_judge(ASSETS / "judge.safetensors")
     t.join()
     assert not any(p.is_meta for p in judge.parameters())
+
+
+def test_dpm_solver_restarts_at_first_order_where_the_patch_size_changes(monkeypatch):
+    """DPM-Solver++'s second-order step extrapolates from the previous prediction; across a switch of model that one
+    came from the other patch size, so the step after each switch (conditional at 5, unconditional at 8 of a `5/2`
+    split of 10) is first order, as are the first and last steps of any run; a static run switches nothing."""
+    from diffusers import DPMSolverMultistepScheduler
+    from flexi_core.sampling import denoise, encode_condition
+    from flexi_core.schedule import Schedule
+    first_order, plain = [], DPMSolverMultistepScheduler.dpm_solver_first_order_update
+
+    def counted(self, *args, **kwargs):
+        first_order.append(self.step_index)
+        return plain(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPMSolverMultistepScheduler, "dpm_solver_first_order_update", counted)
+    model = load_model("shapes-text", "lora")
+    condition = encode_condition(model, prompt="a large red circle on a white background")
+    for schedule, expected in ((Schedule(10, 5, 2), [0, 5, 8, 9]), (Schedule.static(10), [0, 9])):
+        first_order.clear()
+        for _ in denoise(model, condition, schedule, [0], 4.0, "dpm"):
+            pass
+        assert first_order == expected, schedule.label
