@@ -114,8 +114,9 @@ def test_built_in_examples_draw_the_same_scene_flexibly():
         assert [static[k] for k in keys] == [flexible[k] for k in keys], (name, label, prompt, static, flexible)
 
 
-# the textured class model ships beside the others (below their bar: assets/README.md), LoRA variant only
-TEXTURED = {"shapes-textured": {"class_label": "red striped circle"}}
+# the textured models ship beside the others (below their bar: assets/README.md), LoRA variant only
+TEXTURED = {"shapes-textured": {"class_label": "red striped circle"},
+            "shapes-text-textured": {"prompt": "a red striped circle on a white background"}}
 
 
 @pytest.mark.parametrize("name", list(TEXTURED))
