@@ -211,10 +211,10 @@ def cmd_flexify(args):
                                       paraphrase=args.paraphrase, textured=spec.textured)
     run_dir = Path(args.run_dir or f"runs/flexify-{spec.name}-{args.variant}")
     try:
+        data_batch = train.procedural_xt(model, batches, args.min_timestep) if args.source == "data" else None
         info = distill.distill(model.flexible, spec, args.steps, args.batch_size, run_dir, draw, null,
-                               model.scheduler_config, args.source,
-                               train.procedural_xt(model, batches, args.min_timestep) if args.source == "data" else None,
-                               args.lr, min_timestep=args.min_timestep)
+                               model.scheduler_config, args.source, data_batch, args.lr,
+                               min_timestep=args.min_timestep)
     finally:
         batches.close()
     from .registry import ASSETS

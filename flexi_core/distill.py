@@ -65,8 +65,9 @@ def distill(flexible, spec, steps: int, batch_size: int, run_dir: Path, draw_con
 
     source "self" takes x_t from the teacher's own sampling trajectories (data-free); "data" uses `data_batch(step)`
     -> (x_t, t, cond). `min_timestep`: self-drawn states only at t >= it (the noisy steps a weak model serves; for
-    "data", `data_batch` draws its own t). The shared variant fine-tunes every weight and also distils the native size (patch size drawn
-    per batch), against a frozen copy of the original; the LoRA variant trains only the new layers and adapters."""
+    "data", `data_batch` draws its own t). The shared variant fine-tunes every weight and also distils the native
+    size (patch size drawn per batch), against a frozen copy of the original; the LoRA variant trains only the new
+    layers and adapters."""
     disable_builtin_label_dropout(flexible.base)
     if flexible.variant == "shared":  # a frozen copy of the original, native size only
         teacher = FlexibleTransformer(copy.deepcopy(flexible.base).eval().requires_grad_(False), {}, "shared")

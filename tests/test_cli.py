@@ -82,6 +82,7 @@ ONE_LINE_ERRORS = [
     (["evaluate", "--model", "shapes", "--paraphrase", "trained"], "class-conditioned"),
     (["train", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
     (["flexify", "--model", "shapes", "--paraphrase", "0.5"], "no procedural captions"),
+    (["flexify", "--model", "shapes", "--min-timestep", "1000"], "--min-timestep must lie in [0, 999]"),
     (["train", "--model", "shapes-text", "--paraphrase", "1.5"], "in [0, 1]"),
     (["generate", "--model", "shapes", "--class-label", "red circle", "--weak-guidance", "half"], "invalid choice"),
 ]
