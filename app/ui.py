@@ -64,11 +64,22 @@ EXAMPLES = [
     ["shapes-text", "red circle", "a large crimson disc on a white background"],  # other words: see assets/README
     ["shapes-video", "red circle", "a red circle moving right on a black background"],
     ["shapes-video", "red circle", "a blue triangle going up"],
+    ["shapes-textured", "red striped circle", ""],
+    ["shapes-text-textured", "red circle", "a red striped circle on a white background"],
 ]
 EXAMPLE_LABELS = ["shapes: red circle", "shapes: yellow diamond", "shapes-text: yellow diamond on dark blue",
                   "shapes-text: small green square, top left", "shapes-text: crimson disc (in other words)",
                   "shapes-video: red circle moving right",
-                  "shapes-video: blue triangle going up"]
+                  "shapes-video: blue triangle going up", "shapes-textured: red striped circle",
+                  "shapes-text-textured: red striped circle on white"]
+PROMPT_PLACEHOLDER = "a large red circle in the centre on a black background"
+
+
+def example_prompt(model_name: str) -> str:
+    """What an empty prompt box shows when a text model is picked: its first example, else the placeholder."""
+    return next((prompt for name, _, prompt in EXAMPLES if name == model_name), PROMPT_PLACEHOLDER)
+
+
 # ImageNet classes of a few examples, named here so that the list reads as names even without the checkpoint (whose
 # model_index.json carries all 1000 names: `class_choices` uses it once the weights are on this server).
 IMAGENET_EXAMPLES = {207: "golden retriever", 88: "macaw", 279: "arctic fox", 360: "otter", 387: "lesser panda",
@@ -398,6 +409,12 @@ class FlexiDiTApp:
             gr.update(value=round(100 * spec.budget)),  # fit_budget runs next: the floor of the weak mode shown
         )
 
+    def model_prompt(self, model_name, prompt):
+        """An empty prompt box gets the picked text model's example, so that Generate draws something; a typed prompt
+        stays."""
+        typed = prompt if isinstance(prompt, str) else ""
+        return typed if _spec(model_name).conditioning == "class" or typed.strip() else example_prompt(model_name)
+
     def model_status(self, model_name, variant):
         """One line about the model: what it is, the device, and whether its flexible weights are trained."""
         spec = _spec(model_name)
@@ -723,7 +740,7 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
                                           info="what to draw", allow_custom_value=True)
                 prompt = gr.Textbox(label="Prompt", info="describe what to draw: a shape, its colour, the "
                                                          "background (and for video, where it moves)",
-                                    placeholder="a large red circle in the centre on a black background",
+                                    placeholder=PROMPT_PLACEHOLDER,
                                     visible=False, max_lines=2, max_length=500, elem_id="prompt")
                 budget = gr.Slider(5, 100, value=round(100 * spec.budget), step=1, elem_id="budget",
                                    label="Compute budget (% of the static FLOPs)",
@@ -854,6 +871,8 @@ def build_demo(assets: Path | str | None = None, allow_download: bool = False, c
               [class_label, prompt, weak_mode, steps, guidance, sampler, video_row, slider, sheet_row, budget],
               api_name="model_controls", show_progress="hidden", **light) \
             .then(*fit_budget, api_name="model_budget", api_visibility="private", show_progress="hidden", **light)
+        model_name.change(_light(app.model_prompt), [model_name, prompt], prompt, api_name="model_prompt",
+                          show_progress="hidden", **light)
         gr.on([demo.load, model_name.change, variant.change], _light(app.model_status), [model_name, variant],
               model_md, api_name="model_status", show_progress="minimal", **light)
         gr.on([demo.load, model_name.change, variant.change, weak_mode.change, steps.change, guidance.change,

@@ -63,6 +63,18 @@ def test_model_controls_follow_the_model(served):
         assert sampler["value"] == spec.sampler
 
 
+def test_an_empty_prompt_box_gets_the_models_example(served):
+    """Picking a text model fills an empty prompt box with its example (a visitor's Generate then draws something);
+    a prompt already typed stays, and a class model leaves the box alone."""
+    from app.ui import EXAMPLES, example_prompt
+    _, client = served
+    for name in ("shapes-text", "shapes-video"):
+        assert client.predict(name, "", api_name="/model_prompt") == example_prompt(name) == next(
+            p for n, _, p in EXAMPLES if n == name)
+        assert client.predict(name, "a blue square", api_name="/model_prompt") == "a blue square"
+    assert client.predict("shapes", "", api_name="/model_prompt") == ""
+
+
 def test_model_status_loads_embedded_and_explains_missing_weights(served, reference):
     _, client = served
     text = client.predict("shapes", "lora", api_name="/model_status")

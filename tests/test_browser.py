@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launch
+from app.ui import example_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -135,6 +136,7 @@ def test_html_prompt_is_text_and_stop_is_calm(tiny_assets, tmp_path):
         _choose_model(page, "shapes-text")
         prompt = page.locator("#prompt textarea")
         expect(prompt).to_be_visible(timeout=30_000)
+        expect(prompt).to_have_value(example_prompt("shapes-text"), timeout=30_000)  # not an empty box
         prompt.fill(HTML_PROMPT)
         page.locator("#generate").click()
         agreement = page.locator("#agreement")

@@ -104,9 +104,9 @@ def test_built_in_examples_draw_the_same_scene_flexibly():
     from app.ui import EXAMPLES
     from flexi_core.shapes.evaluate import SAME_READING
     from flexi_core.shapes.reading import read
-    judge = load_judge(ASSETS / "judge.safetensors")
     for name, label, prompt in EXAMPLES:
         model = load_model(name, "lora")
+        judge = load_judge(ASSETS / model.spec.judge)
         result = generate(model, seed=0, **({"class_label": label} if model.spec.conditioning == "class"
                                             else {"prompt": prompt}))
         static, flexible = (read(judge, model.spec, s.pixels) for s in (result.static, result.flexible))
