@@ -2,6 +2,7 @@
 
 Events (each with an api_name, so gradio_client can drive them):
   /model_controls  model -> which condition/weak-mode controls apply, default steps and guidance
+  /model_prompt    model, prompt -> the prompt, or the model's example prompt when the box is empty
   /model_status    model, variant -> what the model is and whether it is available here (loads it once)
   /schedule        the schedule a budget implies, before running
   /fit_budget      the budget slider's minimum (the model's floor), and a budget below it moved into range
@@ -15,7 +16,7 @@ A public demo: every heavy event has a cap on its work (runs x steps), stops whe
 client disconnects or after a time limit, reports success only once its files read back, and shows the visitor's
 text as text. The whole app refuses request bodies above a few hundred KiB (runtime.BodyLimit).
 
-One file of ~840 lines, as single-file Gradio apps are: the layout and its event wiring read best together, and
+One file of ~920 lines, as single-file Gradio apps are: the layout and its event wiring read best together, and
 the handlers only format what flexi_core returns.
 """
 from __future__ import annotations
