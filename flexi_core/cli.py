@@ -313,8 +313,8 @@ LEAD_HELP = ("native steps that run before the weak ones (default: the model's m
 
 
 def _add_model_args(p, generation: bool = True):
-    p.add_argument("--model", required=True, help="shapes, shapes-text, shapes-video, dit-xl-2-256, "
-                                                  "pixart-alpha-256, cogvideox-2b")
+    p.add_argument("--model", required=True, help="shapes, shapes-text, shapes-video, shapes-textured, "
+                                                  "shapes-text-textured, dit-xl-2-256, pixart-alpha-256, cogvideox-2b")
     p.add_argument("--variant", default="lora", choices=["lora", "shared"])
     p.add_argument("--weights-dir", help="local folder of a public checkpoint (default: the Hugging Face cache)")
     p.add_argument("--allow-download", action="store_true", help="let from_pretrained download public weights")
