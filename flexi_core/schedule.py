@@ -118,10 +118,11 @@ def total_flops(schedule: Schedule, flops_of: dict, guidance: bool) -> int:
 UNCOND_WEAK_FACTOR = 2
 # ... but with DPM-Solver++ it keeps at least NATIVE_UNCOND_SHARE[sampler] of the conditional pass's native steps.
 # Without a native guidance base at the end its few-step samples collapse (the first-order restart after a switch,
-# sampling.restart_solver_order, does not help: shapes-text 10 steps 2/0 54.7% vs 1/1 90.6%); DDIM's do not. Measured (64 samples, LoRA, equal FLOPs; assets/README.md,
-# "the budget rule"): DPM-Solver++ 10 steps at 37%: shapes 2/1 62.5% vs 3/0 46.9%, shapes-text 1/1 90.6% vs 2/0
-# 46.9%; 6 steps at 39%: shapes 1/1 67.2% vs 2/0 28.1%; at 52% shapes 5/2 93.8%, 6/1 95.3%, 7/0 90.6%. DDIM 8 steps
-# at 36%: shapes 2/0 59.4% vs 1/1 40.6%. DDPM (single-step, like DDIM) is not measured and keeps the paper's rule.
+# sampling.restart_solver_order, does not help: shapes-text 10 steps 2/0 54.7% vs 1/1 90.6%); DDIM's do not.
+# Measured (64 samples, LoRA, equal FLOPs; assets/README.md, "the budget rule"): DPM-Solver++ 10 steps at 37%:
+# shapes 2/1 62.5% vs 3/0 46.9%, shapes-text 1/1 90.6% vs 2/0 46.9%; 6 steps at 39%: shapes 1/1 67.2% vs 2/0 28.1%;
+# at 52% shapes 5/2 93.8%, 6/1 95.3%, 7/0 90.6%. DDIM 8 steps at 36%: shapes 2/0 59.4% vs 1/1 40.6%. DDPM
+# (single-step, like DDIM) is not measured and keeps the paper's rule.
 NATIVE_UNCOND_SHARE = {"dpm": 0.5, "ddim": 0.0, "ddpm": 0.0}
 # Whatever the share, with DPM-Solver++ the native conditional steps keep at least one native unconditional step:
 # shapes-text at 6 steps and 40% (64 samples) 1/0 12.5%, the weak model alone (0/0) 37.5%.
