@@ -32,7 +32,8 @@ class ModelSpec:
     scheduler: dict = field(default_factory=dict)
     class_names: tuple = ()
     textured: bool = False  # embedded: its world's objects wear data.TEXTURES, named in class names and captions
-    judge: str = "judge.safetensors"  # embedded: the judge in assets/ that scores it (a textured world's reads textures)
+    # embedded: the judge in assets/ that scores it (a textured world's reads textures)
+    judge: str = "judge.safetensors"
     embedded: bool = True
     repo: str = ""  # hub id of a public checkpoint
     vae_scale: float = 1.0

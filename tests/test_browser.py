@@ -112,7 +112,8 @@ STOP_SCREENSHOT = ROOT / "docs" / "screenshot-stop.png"
 
 def _choose_model(page, name):
     page.get_by_label("Model").click()
-    page.get_by_role("option", name=re.compile(f"^{re.escape(name)}: ")).first.click()  # "shapes-text" ≠ "shapes-textured"
+    # anchored at ": ", so that "shapes-text" is not "shapes-textured"
+    page.get_by_role("option", name=re.compile(f"^{re.escape(name)}: ")).first.click()
 
 
 def _error_badges(page) -> int:

@@ -5,8 +5,8 @@ import torch
 from conftest import OVERRIDES, WEAK, inputs, tiny_transformer
 from flexi_core import flops, registry
 from flexi_core.flexible import FlexibleTransformer
-from flexi_core.schedule import (LEAD_END_FACTOR, NATIVE_UNCOND_LEAST, NATIVE_UNCOND_SHARE, UNCOND_WEAK_FACTOR, Schedule,
-                                  most_weak_uncond, schedule_for_budget, total_flops)
+from flexi_core.schedule import (LEAD_END_FACTOR, NATIVE_UNCOND_LEAST, NATIVE_UNCOND_SHARE, UNCOND_WEAK_FACTOR,
+                                 Schedule, most_weak_uncond, schedule_for_budget, total_flops)
 
 
 def test_dit_xl2_anchors():

@@ -113,8 +113,8 @@ def test_frontier_sweep_in_process(frontier_assets, tmp_path, monkeypatch):
 def test_frontier_cli_quick(frontier_assets, tmp_path):
     report, png = tmp_path / "f.json", tmp_path / "f.png"
     r = run_cli(["evaluate", "--model", "shapes", "--frontier", "--quick", "--samples", "4", "--variants", "lora",
-             "--sampler", "ddpm", "--weak-guidance", "off", "--threads", "1", "--json", str(report), "--plot", str(png)],
-                frontier_assets)
+                 "--sampler", "ddpm", "--weak-guidance", "off", "--threads", "1", "--json", str(report),
+                 "--plot", str(png)], frontier_assets)
     assert r.returncode == 0, r.stderr
     data = json.loads(report.read_text())
     assert data["weak_guidance"] is False and "--weak-guidance off" in frontier.command(data)

@@ -183,8 +183,9 @@ def test_weak_first_trains_the_weak_path_then_the_native_one(tmp_path, capsys):
     assert train._checkpoint(tmp_path / "weak-first")["step"] == 2 and train._checkpoint(tmp_path)["step"] == 1
     weak = load_file(tmp_path / "weak-first" / "ema.safetensors")
     init = {k: v for k, v in weak.items() if k.startswith("base.transformer_blocks.0.attn1.to_q")}
+    # a native step moved it
     assert init and not torch.equal(model.state_dict()["transformer_blocks.0.attn1.to_q.weight"],
-                                    init["base.transformer_blocks.0.attn1.to_q.weight"].float())  # a native step moved it
+                                    init["base.transformer_blocks.0.attn1.to_q.weight"].float())
     train.train_base(*args, steps=2, batch_size=2, weak_first=2)
     out = capsys.readouterr().out
     assert out.count("weak phase done") == 1 and "weak phase at step 1 of 2" in out
