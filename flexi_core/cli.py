@@ -24,6 +24,8 @@ def cmd_train(args):
     limit = None if args.minutes is None else 60 * args.minutes
     # each job's own defaults (steps, batch size, learning rate) unless given
     given = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
+    if args.geometry_weight is not None and args.model not in ("judge", "judge-texture"):
+        raise FlexiDiTError("--geometry-weight is for the judge jobs (judge, judge-texture)")
     if args.model in VAE_LEVELS:
         train.train_vae(run_dir, name=args.model, time_limit=limit, **given)
         if args.export:
@@ -38,6 +40,8 @@ def cmd_train(args):
             given["textured"] = True
         if args.init_from is not None:
             given["init_from"] = args.init_from
+        if args.geometry_weight is not None:
+            given["geometry_weight"] = args.geometry_weight
         judge.train_judge(run_dir, **given)
         if args.export:
             judge.export_judge(run_dir, registry.ASSETS / f"{args.model}.safetensors")
@@ -350,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=Path, help="with an empty --run-dir: start a new leg from exported weights "
                    "(a transformer folder or .safetensors file; a judge file for judge jobs) instead of from "
                    "scratch; fresh optimizer and schedule")
+    p.add_argument("--geometry-weight", type=float,
+                   help="judge jobs: weight of the centre and radius regression in the loss (default 20, the shipped "
+                        "judges'; 1000-3000 reads size and position four times as precisely, at a cost in texture "
+                        "reading: assets/README.md)")
     p.add_argument("--weak-first", type=int, default=0, metavar="STEPS",
                    help="progressive training (base transformers): STEPS through the first weak patch at a fraction "
                         "of the cost, then its layers resized onto the native patch for --steps more")

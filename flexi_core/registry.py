@@ -96,16 +96,16 @@ SPECS = {s.name: s for s in [
               textured=True, vae="vae-2x-texture", judge="judge-texture.safetensors", budget=0.4,
               description="embedded: 64 textured shapes on a 16x16 latent (256 tokens, 64 weak), 32x32 px",
               **_WHERE_IT_PAYS),
-    # issue 18's text model, one CPU run (4,000 weak + 5,200 native steps), below the bar: static 68.8% judged right at
-    # 10 DPM-Solver++ steps (real data 86.3%); there 40% is 17 points above the static frontier at equal FLOPs and
-    # keeps 24.2 dB of the static picture (55%: as static, +12.2, 25.2 dB; assets/README.md)
+    # issue 18's text model, one CPU run (4,000 weak + 7,000 native steps), below the bar: static 69.5% judged right at
+    # 10 DPM-Solver++ steps (real data 86.3%); there 40% is 20 points above the static frontier at equal FLOPs and
+    # keeps 24.5 dB of the static picture (50%: 25.0 dB, +14.4; assets/README.md)
     ModelSpec("shapes-text-textured", "pixart", "text",
               dict(_SMALL, num_layers=6, sample_size=16, patch_size=1, cross_attention_dim=192, caption_channels=384,
                    use_additional_conditions=False, norm_elementwise_affine=False, norm_eps=1e-6),
               (4, 16, 16), {"weak": (1, 2, 2)}, scheduler=_EMBEDDED_SCHEDULER, text_tokens=24, textured=True,
               vae="vae-2x-texture", judge="judge-texture.safetensors", budget=0.4,
               description="embedded: captions to textured shapes on a 16x16 latent (256 tokens, 64 weak); "
-                          "under-trained (69% judged right)", **_WHERE_IT_PAYS),
+                          "under-trained (70% judged right)", **_WHERE_IT_PAYS),
     ModelSpec("shapes-text", "pixart", "text",
               dict(_SMALL, num_layers=6, sample_size=8, patch_size=1, cross_attention_dim=192, caption_channels=384,
                    use_additional_conditions=False, norm_elementwise_affine=False, norm_eps=1e-6),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import inputs, tiny_transformer
+from conftest import inputs, run_cli, tiny_transformer
 from flexi_core import distill, registry, training
 from flexi_core.shapes import data, train
 from flexi_core.flexible import NATIVE, FlexibleTransformer
@@ -307,6 +307,15 @@ def test_train_cli_uses_each_jobs_own_defaults(monkeypatch, tmp_path):
               "--lr", "0.01"])
     assert calls["judge"] == {}
     assert calls["vae"] == {"name": "vae", "time_limit": None, "steps": 7, "lr": 0.01}
+    cli.main(["train", "--model", "judge-texture", "--run-dir", str(tmp_path / "t"), "--threads", "1",
+              "--geometry-weight", "1000"])
+    assert calls["judge"] == {"textured": True, "geometry_weight": 1000.0}
+
+
+def test_train_cli_geometry_weight_is_for_judges_only(tmp_path):
+    r = run_cli(["train", "--model", "vae", "--run-dir", str(tmp_path), "--geometry-weight", "5"])
+    assert r.returncode != 0 and "--geometry-weight is for the judge jobs" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_train_cli_weak_first_exports_only_a_finished_model(monkeypatch, tmp_path, capsys):

@@ -78,9 +78,11 @@ def _targets(scenes, heads):
 
 
 def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: float = 2e-3, textured: bool = False,
-                init_from: Path | None = None):
+                init_from: Path | None = None, geometry_weight: float = 20.0):
     """`textured`: on textured data (a quarter of it plain), with the texture head; its own seed stream.
-    `init_from`: start from an exported judge (e.g. the shipped one; a texture head it lacks starts fresh)."""
+    `init_from`: start from an exported judge (e.g. the shipped one; a texture head it lacks starts fresh).
+    `geometry_weight`: of the centre and radius regression (in image sizes) beside the heads' cross-entropies; at the
+    shipped judge's 20 it is a small part of the loss and reads them to half a pixel on textured data."""
     from .train import pixel_batch
     from ..training import run_training
     judge = Judge(texture=textured)
@@ -97,7 +99,7 @@ def train_judge(run_dir: Path, steps: int = 2000, batch_size: int = 64, lr: floa
         x = x + 0.05 * torch.rand(batch_size, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
         logits, geo, _ = judge(x)
         cls, geo_t = _targets(scenes, judge.heads)
-        return sum(F.cross_entropy(logits[k], cls[k]) for k in judge.heads) + 20 * F.mse_loss(geo, geo_t)
+        return sum(F.cross_entropy(logits[k], cls[k]) for k in judge.heads) + geometry_weight * F.mse_loss(geo, geo_t)
 
     state = run_training("judge", judge, loss_fn, steps, run_dir, lr=lr, warmup=100, ema_decay=0.99)
     judge.load_state_dict(state)
