@@ -13,6 +13,8 @@ from pathlib import Path
 from .errors import FlexiDiTError, message
 from .inputs import SAMPLERS
 
+JUDGE_JOBS = ("judge", "judge-texture")  # `train` jobs that train a judge (shapes/judge.py)
+
 
 def cmd_train(args):
     import torch
@@ -24,8 +26,8 @@ def cmd_train(args):
     limit = None if args.minutes is None else 60 * args.minutes
     # each job's own defaults (steps, batch size, learning rate) unless given
     given = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
-    if args.geometry_weight is not None and args.model not in ("judge", "judge-texture"):
-        raise FlexiDiTError("--geometry-weight is for the judge jobs (judge, judge-texture)")
+    if args.geometry_weight is not None and args.model not in JUDGE_JOBS:
+        raise FlexiDiTError(f"--geometry-weight is for the judge jobs ({', '.join(JUDGE_JOBS)})")
     if args.model in VAE_LEVELS:
         train.train_vae(run_dir, name=args.model, time_limit=limit, **given)
         if args.export:
@@ -34,7 +36,7 @@ def cmd_train(args):
     if args.model == "vae-decoder":
         train.finetune_vae_decoder(registry.ASSETS / "vae", run_dir, **given)
         return
-    if args.model in ("judge", "judge-texture"):
+    if args.model in JUDGE_JOBS:
         from .shapes import judge
         if args.model == "judge-texture":
             given["textured"] = True
